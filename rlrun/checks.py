@@ -1,0 +1,126 @@
+"""Checks of the user's input that run before anything is built; each failure is one ConfigError line.
+
+Only the standard library and omegaconf are imported at module level, so that `rlrun --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.resources
+import numbers
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlrun.core import ConfigError
+
+UNIT_INTERVAL_KEYS = {"gamma", "gae_lambda", "tau"}
+POSITIVE_NUMBER_KEYS = {"max_grad_norm"}  # plus every key that is `lr` or ends in `_lr`
+POSITIVE_INT_KEYS = {"num_envs", "episodes", "episodes_per_update", "torch_threads", "batch_size"}  # plus *_steps, *every
+NULLABLE_KEYS = {"max_episode_steps", "max_grad_norm"}
+
+
+def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every non-dict value in a nested dict."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, f"{path}.{key}" if path else str(key))
+    else:
+        yield path, node
+
+
+def rule_for(key: str) -> str | None:
+    if key in UNIT_INTERVAL_KEYS:
+        return "a number in [0, 1]"
+    if key in POSITIVE_NUMBER_KEYS or key == "lr" or key.endswith("_lr"):
+        return "a positive number"
+    if key in POSITIVE_INT_KEYS or key.endswith("_steps") or key.endswith("every"):
+        return "a positive integer"
+    return None
+
+
+def satisfies(value: Any, rule: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if rule == "a number in [0, 1]":
+        return 0 <= value <= 1
+    if rule == "a positive number":
+        return value > 0
+    return isinstance(value, numbers.Integral) and value > 0
+
+
+def check_values(config: dict[str, Any]) -> None:
+    """Discount factors in [0, 1], positive learning rates, positive step counts and intervals."""
+    for path, value in leaves({k: v for k, v in config.items() if k != "hydra"}):
+        key = path.rsplit(".", 1)[-1]
+        rule = rule_for(key)
+        if rule is None or (value is None and key in NULLABLE_KEYS) or satisfies(value, rule):
+            continue
+        raise ConfigError(f"{path}={value!r} is invalid: it must be {rule}; fix it on the command line ({path}=...)")
+
+
+def check_spaces(algo_name: str, algo_class: type, observation_space: Any, action_space: Any, env_id: str) -> None:
+    """The algorithm must declare support for the env's observation and action space types."""
+    if not isinstance(action_space, tuple(algo_class.action_spaces)):
+        kind = type(action_space).__name__
+        able = [name for name, cls in algorithm_classes().items() if isinstance(action_space, tuple(cls.action_spaces))]
+        suggestion = f"algorithms that handle them: {', '.join(able)}" if able else "no rlrun algorithm handles them"
+        raise ConfigError(f"algo={algo_name} cannot act in {env_id}: it does not support {kind} actions; {suggestion}")
+    if not isinstance(observation_space, tuple(algo_class.observation_spaces)):
+        kind = type(observation_space).__name__
+        raise ConfigError(f"algo={algo_name} cannot learn from {env_id}: it does not support {kind} observations")
+
+
+def algorithm_classes() -> dict[str, type]:
+    """Every algorithm shipped in configs/algo, by config name."""
+    from omegaconf import OmegaConf
+
+    classes = {}
+    for path in sorted(packaged_configs("algo")):
+        module_name, class_name = OmegaConf.load(path)["_target_"].rsplit(".", 1)
+        classes[path.stem] = getattr(importlib.import_module(module_name), class_name)
+    return classes
+
+
+def packaged_configs(group: str) -> list[Path]:
+    folder = importlib.resources.files("rlrun.configs") / group
+    return [Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")]
+
+
+def check_env_choice(argv: Sequence[str]) -> None:
+    """`env=NAME` must name a config; an unknown name gets the closest config or gymnasium id."""
+    choice = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("env=")), None)
+    if choice is None or "," in choice:
+        return
+    names = set(config_names("env", argv))
+    if choice in names:
+        return
+    import gymnasium as gym
+
+    if choice in gym.registry:
+        raise ConfigError(f"there is no env config {choice!r}; run any gymnasium id with env=gym env.id={choice}")
+    close = difflib.get_close_matches(choice, sorted(names | set(gym.registry)), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(f'env={name}' for name in close)}?" if close else \
+        "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
+    raise ConfigError(f"unknown environment {choice!r}: {hint}")
+
+
+def config_names(group: str, argv: Sequence[str]) -> list[str]:
+    """The options of a config group: the packaged ones and those in the user's config folders."""
+    paths = packaged_configs(group) + [path for folder in user_config_dirs(argv) for path in (folder / group).glob("*.yaml")]
+    return sorted({path.stem for path in paths})
+
+
+def user_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """Folders added with --config-dir/-cd or hydra.searchpath=[file://...]."""
+    folders = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            folders.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            folders.append(arg.split("=", 1)[1])
+        elif "hydra.searchpath=" in arg:
+            entries = arg.split("=", 1)[1].strip("[]").split(",")
+            folders += [entry.strip().strip("'\"").removeprefix("file://") for entry in entries if "pkg://" not in entry]
+    return [Path(folder) for folder in folders]

@@ -1,0 +1,138 @@
+"""The `rlrun` command: Hydra composes the config, `train` builds envs and agent and runs the Trainer.
+
+torch, gymnasium and tensorboard are imported only when a run starts, so `rlrun --help` and
+`rlrun --cfg job` answer quickly.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from rlrun.checks import check_env_choice, check_spaces, check_values, config_names
+from rlrun.core import ConfigError
+
+OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
+                                replace=True)
+
+
+def main() -> None:
+    """Console entry point."""
+    argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        print(usage(argv))
+        return
+    with user_errors():
+        check_env_choice(argv)
+    hydra_main()
+
+
+USAGE = """\
+rlrun: train a reinforcement-learning agent; each run gets a folder under outputs/ with TensorBoard
+logs, checkpoints and summary.json.
+
+usage:
+  rlrun [group=option ...] [key=value ...]    one run, e.g. rlrun algo=reinforce env=Acrobot-v1 seed=3
+  rlrun -m [group=a,b ...] [key=1,2 ...]      a sweep: one run per combination
+  rlrun --cfg job [overrides]                 print the composed config and exit
+  rlrun --hydra-help                          Hydra's own flags (--config-dir, --info, ...)
+
+config groups (group=option):
+{groups}
+  tuned:   chosen for you: configs/tuned/<algo>_<env>.yaml when it exists
+  (env=gym env.id=<id> runs any gymnasium id, `module:EnvName-v0` ids included)
+
+top-level keys (key=value) and their defaults:
+{keys}
+"""
+
+
+def usage(argv: list[str]) -> str:
+    """Our own --help: Hydra's also lists every Hydra group, which takes over a second."""
+    groups = "\n".join(f"  {group + ':':9}{', '.join(config_names(group, argv))}"
+                       for group in ("algo", "env", "network", "device"))
+    lines = (importlib.resources.files("rlrun.configs") / "config.yaml").read_text().splitlines()
+    first_key = next(i for i, line in enumerate(lines) if re.match(r"[a-z_]+:", line) and line != "defaults:")
+    keys = lines[first_key:lines.index("hydra:")]
+    return USAGE.format(groups=groups, keys="\n".join("  " + line for line in keys).rstrip())
+
+
+@hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    with user_errors():
+        return train(cfg)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user mistake into one line on stderr and exit code 2 (a traceback with HYDRA_FULL_ERROR=1)."""
+    try:
+        yield
+    except (ConfigError, MissingMandatoryValue) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if isinstance(error, MissingMandatoryValue):
+            error = f"{error.full_key} is required: set it on the command line ({error.full_key}=...)"
+        print(f"rlrun: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def train(cfg: DictConfig) -> float:
+    """Train one agent as `cfg` says; return the final evaluation's mean return (a sweeper's objective)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_values(config)
+
+    import random
+
+    import numpy as np
+    import torch
+    from hydra.utils import get_class, instantiate
+
+    from rlrun.envs import make_vector_env
+    from rlrun.trainer import Trainer, TrainerSettings
+
+    algo_name = HydraConfig.get().runtime.choices["algo"]
+    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync")
+    check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
+                 eval_envs.single_action_space, cfg.env.id)
+
+    torch.set_num_threads(cfg.torch_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    envs = make_vector_env(cfg.env)
+    agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    print(f"rlrun: {algo_name} on {cfg.env.id}, {cfg.total_steps} steps -> {shown(run_dir)}")
+    settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
+                               checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every,
+                               seed=cfg.seed, algo=algo_name, progress=cfg.progress)
+    try:
+        summary = Trainer(agent, envs, eval_envs, run_dir, settings, config).run()
+    finally:
+        envs.close()
+        eval_envs.close()
+    final = summary["final_eval"]
+    print(f"rlrun: final eval return {final['mean_return']:.2f} +- {final['std_return']:.2f} after "
+          f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
+          f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
+    return final["mean_return"]
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,241 @@
+"""The only environment loop in rlrun: act, step, hand the true s' to the agent, log, evaluate, checkpoint.
+
+It knows nothing of any algorithm: agents follow `rlrun.core.Agent` and return their metrics from
+`observe`; the trainer owns TensorBoard, evaluation episodes, checkpoints and the progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from rlrun import checkpoint
+from rlrun.core import Agent, Transition
+
+log = logging.getLogger(__name__)
+
+EVAL_METRIC = "eval/mean_return"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    log_every: int
+    seed: int
+    algo: str
+    progress: bool = True
+
+
+def true_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """s' for every env: the vector env already reset finished envs, their last obs is in info["final_obs"]."""
+    if "_final_obs" not in info:
+        return next_obs
+    fixed = next_obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        fixed[i] = info["final_obs"][i]
+    return fixed
+
+
+def evaluate(agent: Agent, eval_envs: gym.vector.VectorEnv, seed: int) -> np.ndarray:
+    """One deterministic episode in each eval env (run side by side); returns the undiscounted returns."""
+    obs, _ = eval_envs.reset(seed=seed)
+    returns = np.zeros(eval_envs.num_envs)
+    running = np.ones(eval_envs.num_envs, dtype=bool)
+    while running.any():
+        obs, reward, terminated, truncated, _ = eval_envs.step(agent.act(obs, explore=False))
+        returns += np.where(running, reward, 0.0)
+        running &= ~(terminated | truncated)
+    return returns
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]."""
+    return after // every > before // every
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The run's algo, env and network settings plus the seed, flattened for the HParams dashboard."""
+    flat: dict[str, Any] = {"algo": algo, "seed": config["seed"], "total_steps": config["total_steps"]}
+
+    def add(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not key.startswith("_"):
+                    add(f"{prefix}.{key}", value)
+        elif isinstance(node, (bool, int, float, str)):
+            flat[prefix] = node
+        else:
+            flat[prefix] = str(node)
+
+    for group in ("algo", "env", "network"):
+        add(group, {k: v for k, v in config[group].items() if k not in ("make_net", "device")})
+    return flat
+
+
+class MetricMeans:
+    """Running means of the agent's metrics between two TensorBoard writes."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        means = {name: total / self.counts[name] for name, total in self.sums.items()}
+        self.sums.clear()
+        self.counts.clear()
+        return means
+
+
+class Trainer:
+    def __init__(self, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.vector.VectorEnv,
+                 run_dir: str | Path, settings: TrainerSettings, config: dict[str, Any]):
+        self.agent = agent
+        self.envs = envs
+        self.eval_envs = eval_envs
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.config = config
+        self.env_steps = 0
+        self.episodes = 0
+        self.best_eval_return = -math.inf
+        self.evaluations: list[dict[str, float]] = []
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.metrics = MetricMeans()
+        self.train_seconds = 0.0
+
+    def run(self) -> dict[str, Any]:
+        """Train for settings.total_steps env steps; return the summary also written to summary.json."""
+        start = time.perf_counter()
+        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        try:
+            self._write_run_description()
+            with logging_redirect_tqdm(), tqdm(total=self.settings.total_steps, unit="step", dynamic_ncols=True,
+                                               disable=None if self.settings.progress else True) as self.bar:
+                self._train()
+                if not self.evaluations or self.evaluations[-1]["step"] != self.env_steps:
+                    self._evaluate()
+            self._save_checkpoint("last.pt")
+            summary = self._summary(time.perf_counter() - start)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            return summary
+        finally:
+            self.writer.close()
+
+    def _train(self) -> None:
+        settings = self.settings
+        obs, _ = self.envs.reset(seed=settings.seed)
+        self.envs.action_space.seed(settings.seed)
+        lap = time.perf_counter()
+        while self.env_steps < settings.total_steps:
+            action = self.agent.act(obs)
+            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+            transition = Transition(obs, action, reward, true_next_obs(next_obs, info), terminated, truncated)
+            self.metrics.add(self.agent.observe(transition))
+            obs = next_obs
+            before, self.env_steps = self.env_steps, self.env_steps + self.envs.num_envs
+            if "_episode" in info:
+                self._record_episodes(info)
+            self.bar.update(self.envs.num_envs)
+            if crossed(before, self.env_steps, settings.log_every):
+                self.train_seconds += time.perf_counter() - lap
+                self._write_metrics()
+                lap = time.perf_counter()
+            if crossed(before, self.env_steps, settings.eval_every):
+                self.train_seconds += time.perf_counter() - lap
+                self._evaluate()
+                lap = time.perf_counter()
+            if crossed(before, self.env_steps, settings.checkpoint_every):
+                self._save_checkpoint("last.pt")
+        self.train_seconds += time.perf_counter() - lap
+
+    def _record_episodes(self, info: dict[str, Any]) -> None:
+        done = info["_episode"]
+        for episode_return, length in zip(info["episode"]["r"][done], info["episode"]["l"][done]):
+            self.writer.add_scalar("charts/episodic_return", episode_return, self.env_steps)
+            self.writer.add_scalar("charts/episodic_length", length, self.env_steps)
+            self.recent_returns.append(float(episode_return))
+        self.episodes += int(done.sum())
+
+    def _write_metrics(self) -> None:
+        for name, value in self.metrics.pop().items():
+            self.writer.add_scalar(name if "/" in name else f"losses/{name}", value, self.env_steps)
+        self.writer.add_scalar("charts/SPS", self.env_steps / max(self.train_seconds, 1e-9), self.env_steps)
+        if self.recent_returns:
+            self.bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+
+    def _evaluate(self) -> None:
+        seed = int(np.random.SeedSequence([self.settings.seed, self.env_steps]).generate_state(1)[0])
+        returns = evaluate(self.agent, self.eval_envs, seed)
+        mean, std = float(returns.mean()), float(returns.std())
+        self.evaluations.append({"step": self.env_steps, "mean_return": mean, "std_return": std})
+        self.writer.add_scalar(EVAL_METRIC, mean, self.env_steps)
+        self.writer.add_scalar("eval/std_return", std, self.env_steps)
+        log.info("step %d: eval return %.2f +- %.2f over %d episodes", self.env_steps, mean, std, len(returns))
+        if mean > self.best_eval_return:
+            self.best_eval_return = mean
+            self._save_checkpoint("best.pt")
+
+    def _save_checkpoint(self, name: str) -> None:
+        checkpoint.save(self.run_dir / "checkpoints" / name, {
+            "agent": self.agent.state_dict(),
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "best_eval_return": self.best_eval_return,
+            "rng": rng_state(),
+            "config": self.config,
+        })
+
+    def _write_run_description(self) -> None:
+        config_yaml = OmegaConf.to_yaml(self.config)
+        self.writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))
+        for summary in hparams_summary(hparams_of(self.settings.algo, self.config), {EVAL_METRIC: 0.0}):
+            self.writer.file_writer.add_summary(summary)
+
+    def _summary(self, wall_seconds: float) -> dict[str, Any]:
+        final = self.evaluations[-1]
+        return {
+            "algo": self.settings.algo,
+            "env": self.config["env"]["id"],
+            "seed": self.settings.seed,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "wall_seconds": round(wall_seconds, 3),
+            "steps_per_second": round(self.env_steps / max(self.train_seconds, 1e-9), 1),
+            "final_eval": {"mean_return": final["mean_return"], "std_return": final["std_return"],
+                           "episodes": self.eval_envs.num_envs},
+            "best_eval_return": self.best_eval_return,
+            "evaluations": self.evaluations,
+        }

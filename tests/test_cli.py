@@ -1,0 +1,105 @@
+"""The `rlrun` command as a user runs it: outputs on disk, TensorBoard, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import read_summary, run_rlrun
+
+
+def test_help_lists_groups_and_keys(tmp_path):
+    result = run_rlrun("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert re.search(r"algo: +reinforce", result.stdout)
+    assert "CartPole-v1" in result.stdout and "total_steps:" in result.stdout
+
+
+def test_cfg_job_shows_the_composed_config(tmp_path):
+    result = run_rlrun("--cfg", "job", "env=Acrobot-v1", "algo.lr=0.01", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "id: Acrobot-v1" in result.stdout and "lr: 0.01" in result.stdout
+
+
+def test_reinforce_learns_cartpole(reinforce_run):
+    summary = read_summary(reinforce_run)
+    assert summary["env_steps"] == 30000
+    assert max(e["mean_return"] for e in summary["evaluations"]) >= 475
+
+
+def test_run_folder_layout(reinforce_run):
+    assert (reinforce_run / ".hydra" / "config.yaml").is_file()
+    assert (reinforce_run / "checkpoints" / "last.pt").is_file()
+    assert (reinforce_run / "checkpoints" / "best.pt").is_file()
+    assert list(reinforce_run.glob("events.out.tfevents.*"))
+    summary = read_summary(reinforce_run)
+    assert {"final_eval", "env_steps", "wall_seconds", "steps_per_second"} <= summary.keys()
+    assert summary["algo"] == "reinforce" and summary["env"] == "CartPole-v1"
+
+
+def test_tensorboard_has_the_charts_losses_config_and_hparams(reinforce_run):
+    events = EventAccumulator(str(reinforce_run))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/mean_return",
+            "losses/policy_loss", "losses/value_loss", "losses/entropy"} <= scalars
+    assert [s.step for s in events.Scalars("eval/mean_return")] == [5000, 10000, 15000, 20000, 25000, 30000]
+    assert max(s.step for s in events.Scalars("charts/episodic_return")) <= 30000
+    assert "config/text_summary" in events.Tags()["tensors"]
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams.keys()
+    assert b"algo.gamma" in hparams["_hparams_/session_start_info"]
+
+
+def test_default_output_folder_and_module_env_ids(tmp_path):
+    result = run_rlrun("env=gym", "env.id=rlrun_test_envs:RlrunTest/Corridor-v0", "total_steps=300",
+                       "eval.every=100", "progress=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*-reinforce-rlrun_test_envs-RlrunTest-Corridor-v0")
+    assert read_summary(run_dir)["final_eval"]["mean_return"] == 5.0
+    assert str(run_dir.relative_to(tmp_path)) in result.stdout
+
+
+def test_user_config_dir_adds_an_env(tmp_path):
+    (tmp_path / "conf" / "env").mkdir(parents=True)
+    (tmp_path / "conf" / "env" / "Corridor.yaml").write_text(
+        "defaults:\n  - gym\n  - _self_\n\nid: rlrun_test_envs:RlrunTest/Corridor-v0\nnum_envs: 2\n")
+    result = run_rlrun("--config-dir", "conf", "env=Corridor", "total_steps=100", "eval.every=50",
+                       "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path / "run")["env_steps"] == 100
+
+
+ERRORS = {
+    "unknown config name": (["env=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean env=CartPole-v1"),
+    "registered id without a config": (["env=CliffWalking-v1x"], "did you mean env=CliffWalking-v1"),
+    "unknown gymnasium id": (["env=gym", "env.id=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean CartPole-v1"),
+    "gymnasium id given as config": (["env=Blackjack-v1"], "env=gym env.id=Blackjack-v1"),
+    "missing env id": (["env=gym"], "env.id is required"),
+    "module that does not import": (["env=gym", "env.id=no_such_module:Foo-v0"], "cannot import module 'no_such_module'"),
+    "unsupported observations": (["env=gym", "env.id=Blackjack-v1"], "does not support Tuple observations"),
+    "gamma above 1": (["algo.gamma=1.5"], "algo.gamma=1.5 is invalid: it must be a number in [0, 1]"),
+    "negative learning rate": (["algo.lr=-0.001"], "algo.lr=-0.001 is invalid: it must be a positive number"),
+    "zero steps": (["total_steps=0"], "total_steps=0 is invalid: it must be a positive integer"),
+    "negative eval interval": (["eval.every=-5"], "eval.every=-5 is invalid"),
+    "unknown baseline": (["algo.baseline=median"], "algo.baseline='median' is unknown"),
+    "unknown activation": (["network.activation=swish"], "network.activation='swish' is unknown"),
+}
+
+
+@pytest.mark.parametrize("args, message", ERRORS.values(), ids=ERRORS.keys())
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
+    result = run_rlrun(*args, "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("rlrun: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    result = run_rlrun("algo.gamma=1.5", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr and "algo.gamma" in result.stderr

@@ -1,0 +1,65 @@
+"""Every shipped config composes and instantiates."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
+
+import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
+from rlrun.checks import check_values, packaged_configs
+from rlrun.envs import make_env
+
+ALGOS = sorted(path.stem for path in packaged_configs("algo"))
+ENVS = sorted(path.stem for path in packaged_configs("env") if path.stem != "gym")
+TUNED = sorted(path.stem for path in packaged_configs("tuned"))
+
+
+def composed(*overrides: str):
+    with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+@pytest.mark.parametrize("algo_name", ALGOS)
+def test_every_algo_env_pair_composes_and_instantiates(algo_name, env_name):
+    cfg = composed(f"algo={algo_name}", f"env={env_name}")
+    check_values(OmegaConf.to_container(cfg, resolve=True))
+    assert cfg.env.id == env_name  # env configs are named by their gymnasium id
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps, dict(cfg.env.kwargs))
+    algo = get_class(cfg.algo._target_)
+    if isinstance(env.observation_space, algo.observation_spaces) and isinstance(env.action_space, algo.action_spaces):
+        agent = instantiate(cfg.algo)(env.observation_space, env.action_space)
+        agent.act(env.observation_space.sample()[None] if hasattr(env.observation_space.sample(), "shape")
+                  else [env.observation_space.sample()], explore=True)
+
+
+def test_generic_gym_env_takes_any_id():
+    cfg = composed("env=gym", "env.id=LunarLander-v3")
+    assert cfg.env.id == "LunarLander-v3" and cfg.env.num_envs == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_device_configs(device):
+    cfg = composed(f"device={device}")
+    assert instantiate(cfg.algo)(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2)).device.type in ("cpu", "cuda")
+
+
+def test_network_config_builds_the_mlp():
+    cfg = composed("network.hidden_sizes=[32]", "network.activation=relu")
+    net = instantiate(cfg.network)(4, 2)
+    assert [type(layer).__name__ for layer in net] == ["Linear", "ReLU", "Linear"]
+    assert net[0].out_features == 32
+
+
+@pytest.mark.parametrize("name", TUNED)
+def test_tuned_presets_are_picked_for_their_pair_and_lose_to_the_command_line(name):
+    algo_name, env_name = name.split("_", 1)
+    preset = OmegaConf.load(packaged_configs("tuned")[[p.stem for p in packaged_configs("tuned")].index(name)])
+    cfg = composed(f"algo={algo_name}", f"env={env_name}")
+    for key, value in OmegaConf.to_container(preset).items():
+        assert OmegaConf.to_container(cfg)[key] == value or isinstance(value, dict)
+    assert composed(f"algo={algo_name}", f"env={env_name}", "seed=123").seed == 123
+    assert composed(f"algo={algo_name}", f"env={env_name}", "algo.gamma=0.5").algo.gamma == 0.5
