@@ -103,3 +103,19 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
 def test_full_error_shows_the_traceback(tmp_path):
     result = run_rlrun("algo.gamma=1.5", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "algo.gamma" in result.stderr
+
+
+def test_same_seed_same_run(tmp_path):
+    args = ("total_steps=3000", "eval.every=1000", "seed=7", "progress=false")
+    first = run_rlrun(*args, "hydra.run.dir=a", cwd=tmp_path)
+    second = run_rlrun(*args, "hydra.run.dir=b", cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert read_summary(tmp_path / "a")["evaluations"] == read_summary(tmp_path / "b")["evaluations"]
+    assert read_summary(tmp_path / "a")["episodes"] == read_summary(tmp_path / "b")["episodes"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_a_gpu_is_a_config_error(tmp_path):
+    result = run_rlrun("device=cuda", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device=cuda but torch sees no CUDA GPU; use device=cpu or device=auto" in result.stderr

@@ -9,12 +9,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
-from rlrun.checks import check_values, packaged_configs
+from rlrun.checks import check_values, leaves, packaged_configs
 from rlrun.envs import make_env
 
 ALGOS = sorted(path.stem for path in packaged_configs("algo"))
 ENVS = sorted(path.stem for path in packaged_configs("env") if path.stem != "gym")
-TUNED = sorted(path.stem for path in packaged_configs("tuned"))
 
 
 def composed(*overrides: str):
@@ -54,12 +53,16 @@ def test_network_config_builds_the_mlp():
     assert net[0].out_features == 32
 
 
-@pytest.mark.parametrize("name", TUNED)
-def test_tuned_presets_are_picked_for_their_pair_and_lose_to_the_command_line(name):
-    algo_name, env_name = name.split("_", 1)
-    preset = OmegaConf.load(packaged_configs("tuned")[[p.stem for p in packaged_configs("tuned")].index(name)])
+@pytest.mark.parametrize("path", packaged_configs("tuned"), ids=lambda path: path.stem)
+def test_tuned_presets_are_picked_for_their_pair_and_lose_to_the_command_line(path):
+    algo_name, env_name = path.stem.split("_", 1)
+    assert algo_name in ALGOS and env_name in ENVS
+    preset = OmegaConf.load(path)
     cfg = composed(f"algo={algo_name}", f"env={env_name}")
-    for key, value in OmegaConf.to_container(preset).items():
-        assert OmegaConf.to_container(cfg)[key] == value or isinstance(value, dict)
-    assert composed(f"algo={algo_name}", f"env={env_name}", "seed=123").seed == 123
-    assert composed(f"algo={algo_name}", f"env={env_name}", "algo.gamma=0.5").algo.gamma == 0.5
+    assert OmegaConf.merge(cfg, preset) == cfg  # every value of the preset is in the composed config
+    other_env = next(name for name in ENVS if name != env_name)
+    other = composed(f"algo={algo_name}", f"env={other_env}")
+    assert OmegaConf.merge(other, preset) != other  # another env does not get this pair's preset
+    key, value = next((k, v) for k, v in leaves(OmegaConf.to_container(preset)) if isinstance(v, (int, float)))
+    overridden = composed(f"algo={algo_name}", f"env={env_name}", f"{key}={value * 2}")
+    assert OmegaConf.select(overridden, key) == value * 2
