@@ -134,6 +134,7 @@ class Trainer:
         self.evaluations: list[dict[str, float]] = []
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.metrics = MetricMeans()
+        self.postfix: dict[str, str] = {}  # the progress bar's recent training return and last eval return
         self.train_seconds = 0.0
 
     def run(self) -> dict[str, Any]:
@@ -194,7 +195,8 @@ class Trainer:
             self.writer.add_scalar(name if "/" in name else f"losses/{name}", value, self.env_steps)
         self.writer.add_scalar("charts/SPS", self.env_steps / max(self.train_seconds, 1e-9), self.env_steps)
         if self.recent_returns:
-            self.bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+            self.postfix["ret"] = f"{np.mean(self.recent_returns):.1f}"
+            self.bar.set_postfix(self.postfix, refresh=False)
 
     def _evaluate(self) -> None:
         seed = int(np.random.SeedSequence([self.settings.seed, self.env_steps]).generate_state(1)[0])
@@ -204,6 +206,8 @@ class Trainer:
         self.writer.add_scalar(EVAL_METRIC, mean, self.env_steps)
         self.writer.add_scalar("eval/std_return", std, self.env_steps)
         log.info("step %d: eval return %.2f +- %.2f over %d episodes", self.env_steps, mean, std, len(returns))
+        self.postfix["eval"] = f"{mean:.1f}"
+        self.bar.set_postfix(self.postfix, refresh=False)
         if mean > self.best_eval_return:
             self.best_eval_return = mean
             self._save_checkpoint("best.pt")
