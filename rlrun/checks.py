@@ -17,7 +17,8 @@ from rlrun.core import ConfigError
 
 UNIT_INTERVAL_KEYS = {"gamma", "gae_lambda", "tau"}
 POSITIVE_NUMBER_KEYS = {"max_grad_norm"}  # plus every key that is `lr` or ends in `_lr`
-POSITIVE_INT_KEYS = {"num_envs", "episodes", "episodes_per_update", "torch_threads", "batch_size"}  # plus *_steps, *every
+POSITIVE_INT_KEYS = {"num_envs", "episodes", "episodes_per_update", "torch_threads", "batch_size",
+                     "seeds_per_trial"}  # plus *_steps, *every
 NULLABLE_KEYS = {"max_episode_steps", "max_grad_norm"}
 
 
@@ -62,6 +63,8 @@ def check_values(config: dict[str, Any]) -> None:
 
 def check_spaces(algo_name: str, algo_class: type, observation_space: Any, action_space: Any, env_id: str) -> None:
     """The algorithm must declare support for the env's observation and action space types."""
+    from gymnasium.spaces import Discrete
+
     if not isinstance(action_space, tuple(algo_class.action_spaces)):
         kind = type(action_space).__name__
         able = [name for name, cls in algorithm_classes().items() if isinstance(action_space, tuple(cls.action_spaces))]
@@ -69,7 +72,9 @@ def check_spaces(algo_name: str, algo_class: type, observation_space: Any, actio
         raise ConfigError(f"algo={algo_name} cannot act in {env_id}: it does not support {kind} actions; {suggestion}")
     if not isinstance(observation_space, tuple(algo_class.observation_spaces)):
         kind = type(observation_space).__name__
-        raise ConfigError(f"algo={algo_name} cannot learn from {env_id}: it does not support {kind} observations")
+        hint = ("; discretize them with env.discretize.bins=[...] (bins per dimension)"
+                if kind == "Box" and Discrete in algo_class.observation_spaces else "")
+        raise ConfigError(f"algo={algo_name} cannot learn from {env_id}: it does not support {kind} observations{hint}")
 
 
 def algorithm_classes() -> dict[str, type]:

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rlrun.core import ConfigError
@@ -14,8 +15,13 @@ from rlrun.core import ConfigError
 VECTORIZATIONS = {"sync": gym.vector.SyncVectorEnv, "async": gym.vector.AsyncVectorEnv}
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, kwargs: dict[str, Any] | None = None) -> gym.Env:
-    """gymnasium.make with a one-line error for unknown ids (suggesting close names) or missing packages."""
+def make_env(env_id: str, max_episode_steps: int | None = None, kwargs: dict[str, Any] | None = None,
+             discretize: dict[str, Any] | None = None) -> gym.Env:
+    """gymnasium.make, then the observation wrappers below; one-line errors for unknown ids or missing packages."""
+    return wrap_observations(make_base_env(env_id, max_episode_steps, kwargs), env_id, discretize or {})
+
+
+def make_base_env(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any] | None) -> gym.Env:
     try:
         return gym.make(env_id, max_episode_steps=max_episode_steps, **(kwargs or {}))
     except (gym.error.NameNotFound, gym.error.VersionNotFound, gym.error.NamespaceNotFound) as error:
@@ -26,6 +32,43 @@ def make_env(env_id: str, max_episode_steps: int | None = None, kwargs: dict[str
                           "install the package that registers this environment") from error
     except gym.error.Error as error:
         raise ConfigError(f"env.id={env_id!r}: {str(error).strip().splitlines()[0]}") from error
+
+
+def wrap_observations(env: gym.Env, env_id: str, discretize: dict[str, Any]) -> gym.Env:
+    """Box observations -> one Discrete index when `discretize.bins` is set; Tuple of Discrete -> one Discrete index."""
+    space = env.observation_space
+    if discretize.get("bins") is not None:
+        return discretized(env, env_id, discretize)
+    if isinstance(space, gym.spaces.Tuple) and all(isinstance(part, gym.spaces.Discrete) for part in space):
+        sizes = tuple(int(part.n) for part in space)
+        starts = np.array([int(part.start) for part in space])
+        return gym.wrappers.TransformObservation(
+            env, lambda obs: int(np.ravel_multi_index(tuple(np.asarray(obs) - starts), sizes)),
+            gym.spaces.Discrete(int(np.prod(sizes))))
+    return env
+
+
+def discretized(env: gym.Env, env_id: str, discretize: dict[str, Any]) -> gym.Env:
+    """Clip to [low, high] (the space's bounds where not given), then cut each dimension into `bins` equal bins."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"env.discretize.bins applies to Box observations; {env_id} has {type(space).__name__} ones")
+    bins = list(discretize["bins"])
+    low = np.asarray(discretize.get("low") if discretize.get("low") is not None else space.low, dtype=np.float64).ravel()
+    high = np.asarray(discretize.get("high") if discretize.get("high") is not None else space.high, dtype=np.float64).ravel()
+    for key, values in (("bins", bins), ("low", low), ("high", high)):
+        if len(values) != space.shape[0] or len(space.shape) != 1:
+            raise ConfigError(f"env.discretize.{key} needs one value per observation dimension of {env_id} "
+                              f"(shape {space.shape}), got {len(values)}")
+    unbounded = [i for i in range(len(low)) if not np.isfinite(low[i]) or not np.isfinite(high[i])]
+    if unbounded:
+        raise ConfigError(f"observation dimensions {unbounded} of {env_id} are unbounded; give finite bounds with "
+                          "env.discretize.low=[...] env.discretize.high=[...]")
+    if any(not isinstance(b, int) or b < 1 for b in bins) or np.any(low >= high):
+        raise ConfigError(f"env.discretize needs positive integer bins and low < high, got bins={bins}")
+    box = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+    clipped = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, box.low, box.high), box)
+    return gym.wrappers.DiscretizeObservation(clipped, bins=tuple(bins))
 
 
 def unknown_env_message(env_id: str) -> str:
@@ -45,7 +88,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     if vectorization not in VECTORIZATIONS:
         raise ConfigError(f"env.vectorization={vectorization!r} is unknown; use sync or async")
     kwargs = dict(env_cfg.kwargs or {})
-    make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs)
+    discretize = dict(env_cfg.get("discretize") or {})
+    make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize)
     envs = VECTORIZATIONS[vectorization]([make_one] * (num_envs or env_cfg.num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):

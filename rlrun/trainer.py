@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 class MetricMeans:
-    """Running means of the agent's metrics between two TensorBoard writes."""
+    """Running means of the agent's metrics and the episode statistics between two TensorBoard writes."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -112,6 +113,10 @@ class MetricMeans:
             self.sums[name] = self.sums.get(name, 0.0) + float(value)
             self.counts[name] = self.counts.get(name, 0) + 1
 
+    def add_many(self, name: str, values: np.ndarray) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + float(values.sum())
+        self.counts[name] = self.counts.get(name, 0) + len(values)
+
     def pop(self) -> dict[str, float]:
         means = {name: total / self.counts[name] for name, total in self.sums.items()}
         self.sums.clear()
@@ -121,7 +126,10 @@ class MetricMeans:
 
 class Trainer:
     def __init__(self, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.vector.VectorEnv,
-                 run_dir: str | Path, settings: TrainerSettings, config: dict[str, Any]):
+                 run_dir: str | Path, settings: TrainerSettings, config: dict[str, Any],
+                 diagnose: Callable[[Agent], dict[str, float]] | None = None):
+        """`diagnose(agent)`, when given, runs at each evaluation; its metrics are logged and the last
+        ones go into summary.json (`group/name` tags become summary[group][name])."""
         self.agent = agent
         self.envs = envs
         self.eval_envs = eval_envs
@@ -136,6 +144,8 @@ class Trainer:
         self.metrics = MetricMeans()
         self.postfix: dict[str, str] = {}  # the progress bar's recent training return and last eval return
         self.train_seconds = 0.0
+        self.diagnose = diagnose
+        self.diagnostics: dict[str, float] = {}
 
     def run(self) -> dict[str, Any]:
         """Train for settings.total_steps env steps; return the summary also written to summary.json."""
@@ -184,13 +194,14 @@ class Trainer:
 
     def _record_episodes(self, info: dict[str, Any]) -> None:
         done = info["_episode"]
-        for episode_return, length in zip(info["episode"]["r"][done], info["episode"]["l"][done]):
-            self.writer.add_scalar("charts/episodic_return", episode_return, self.env_steps)
-            self.writer.add_scalar("charts/episodic_length", length, self.env_steps)
-            self.recent_returns.append(float(episode_return))
-        self.episodes += int(done.sum())
+        returns = info["episode"]["r"][done]
+        self.metrics.add_many("charts/episodic_return", returns)
+        self.metrics.add_many("charts/episodic_length", info["episode"]["l"][done])
+        self.recent_returns.extend(returns.tolist())
+        self.episodes += len(returns)
 
     def _write_metrics(self) -> None:
+        """Means over the interval: one TensorBoard write per tag, since a write costs ~90 us."""
         for name, value in self.metrics.pop().items():
             self.writer.add_scalar(name if "/" in name else f"losses/{name}", value, self.env_steps)
         self.writer.add_scalar("charts/SPS", self.env_steps / max(self.train_seconds, 1e-9), self.env_steps)
@@ -206,6 +217,10 @@ class Trainer:
         self.writer.add_scalar(EVAL_METRIC, mean, self.env_steps)
         self.writer.add_scalar("eval/std_return", std, self.env_steps)
         log.info("step %d: eval return %.2f +- %.2f over %d episodes", self.env_steps, mean, std, len(returns))
+        if self.diagnose is not None:
+            self.diagnostics = self.diagnose(self.agent)
+            for tag, value in self.diagnostics.items():
+                self.writer.add_scalar(tag, value, self.env_steps)
         self.postfix["eval"] = f"{mean:.1f}"
         self.bar.set_postfix(self.postfix, refresh=False)
         if mean > self.best_eval_return:
@@ -230,6 +245,10 @@ class Trainer:
 
     def _summary(self, wall_seconds: float) -> dict[str, Any]:
         final = self.evaluations[-1]
+        diagnostics: dict[str, dict[str, float]] = {}
+        for tag, value in self.diagnostics.items():
+            group, name = tag.split("/", 1)
+            diagnostics.setdefault(group, {})[name] = value
         return {
             "algo": self.settings.algo,
             "env": self.config["env"]["id"],
@@ -242,4 +261,5 @@ class Trainer:
                            "episodes": self.eval_envs.num_envs},
             "best_eval_return": self.best_eval_return,
             "evaluations": self.evaluations,
+            **diagnostics,
         }

@@ -29,3 +29,20 @@ class Corridor(gym.Env):
 
 
 gym.register("RlrunTest/Corridor-v0", entry_point=Corridor)
+
+
+class DictObservations(gym.Env):
+    """An env whose Dict observations no rlrun algorithm reads."""
+
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Discrete(3)})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return {"position": 0}, {}
+
+    def step(self, action):
+        return {"position": 0}, 0.0, True, False, {}
+
+
+gym.register("RlrunTest/DictObservations-v0", entry_point=DictObservations)

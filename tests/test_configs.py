@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
@@ -27,12 +28,14 @@ def test_every_algo_env_pair_composes_and_instantiates(algo_name, env_name):
     cfg = composed(f"algo={algo_name}", f"env={env_name}")
     check_values(OmegaConf.to_container(cfg, resolve=True))
     assert cfg.env.id == env_name  # env configs are named by their gymnasium id
-    env = make_env(cfg.env.id, cfg.env.max_episode_steps, dict(cfg.env.kwargs))
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps, dict(cfg.env.kwargs), dict(cfg.env.discretize))
     algo = get_class(cfg.algo._target_)
     if isinstance(env.observation_space, algo.observation_spaces) and isinstance(env.action_space, algo.action_spaces):
         agent = instantiate(cfg.algo)(env.observation_space, env.action_space)
-        agent.act(env.observation_space.sample()[None] if hasattr(env.observation_space.sample(), "shape")
-                  else [env.observation_space.sample()], explore=True)
+        action = agent.act(np.asarray([env.reset(seed=0)[0]]))
+        assert np.shape(action[0]) == env.action_space.shape  # Box actions are clipped by the env wrapper
+        if isinstance(env.action_space, gym.spaces.Discrete):
+            assert env.action_space.contains(int(action[0]))
 
 
 def test_generic_gym_env_takes_any_id():
