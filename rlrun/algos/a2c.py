@@ -1,0 +1,189 @@
+"""A2C: synchronous advantage actor-critic over num_envs vector envs, with GAE(lambda) advantages.
+
+Sources: Mnih et al. (2016) "Asynchronous Methods for Deep Reinforcement Learning" (A2C is its
+synchronous variant); Schulman et al. (2016) "High-Dimensional Continuous Control Using Generalized
+Advantage Estimation"; the seed `004` (actor-critic with the one-step bootstrapped return).
+
+Every n_steps vector steps the rollout s_t, a_t, r_t, s'_t (t = 0 .. n_steps-1, in every env) gives,
+backwards in time,
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
+    A_t     = delta_t + gamma lambda (1 - done_t) A_{t+1},        A_{n_steps} = 0
+
+where s'_t is the true next observation (the final observation where an episode ended, so a
+time-limit truncation bootstraps from V of the state it was cut at, and a termination from
+nothing) and done_t = terminated_t or truncated_t keeps the sum inside one episode. lambda = 0
+gives the one-step TD advantage delta_t of seed 004; lambda = 1 the discounted return to the end
+of the episode or rollout (bootstrapped from V there) minus V(s_t). With value targets
+G_t = A_t + V(s_t) (A_t and G_t held constant), one gradient step on
+
+    L = -mean_t log pi(a_t | s_t) A_t  +  value_coef mean_t (V(s_t) - G_t)^2  -  entropy_coef mean_t H(pi(. | s_t))
+
+with RMSprop (as the paper) or Adam, the gradient norm clipped to max_grad_norm. The actor and the
+critic share their hidden layers (shared_trunk=true) or are two networks. Discrete actions follow a
+categorical policy, Box actions a Gaussian with a learned state-independent log-std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Normal
+
+from rlrun.core import ConfigError, Transition
+from rlrun.networks import ObservationEncoder, resolve_device
+
+OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+LR_SCHEDULES = ("constant", "linear")
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+        truncated: np.ndarray, gamma: float, gae_lambda: float) -> np.ndarray:
+    """A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}, delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t).
+
+    Every argument has shape (n_steps, num_envs); `next_values` is V of the true next observations.
+    """
+    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
+    continues = 1.0 - (terminated | truncated)
+    advantages = np.empty_like(deltas)
+    advantage = np.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):
+        advantage = deltas[t] + gamma * gae_lambda * continues[t] * advantage
+        advantages[t] = advantage
+    return advantages
+
+
+class A2C:
+    observation_spaces = (gym.spaces.Box, gym.spaces.Discrete)
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
+                 make_net: Callable[..., nn.Module], device: str = "cpu",
+                 gamma: float = 0.99, gae_lambda: float = 1.0, n_steps: int = 5, lr: float = 7e-4,
+                 optimizer: str = "rmsprop", optimizer_eps: float = 1e-5, value_coef: float = 0.5,
+                 entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, shared_trunk: bool = False,
+                 log_std_init: float = 0.0, lr_schedule: str = "constant", total_steps: int | None = None):
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"algo.optimizer={optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+        if lr_schedule == "linear" and not total_steps:
+            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
+        self.device = resolve_device(device)
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.n_steps = n_steps
+        self.value_coef = value_coef
+        self.entropy_coef = entropy_coef
+        self.max_grad_norm = max_grad_norm
+        self.lr = lr
+        self.anneal_over = total_steps if lr_schedule == "linear" else None
+        self.env_steps = 0
+
+        self.encode = ObservationEncoder(observation_space, self.device)
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.action_shape = () if self.discrete else action_space.shape
+        self.shared_trunk = shared_trunk
+        if shared_trunk:
+            self.nets = nn.ModuleDict({"actor_critic": make_net(self.encode.dim, (action_dim, 1))})
+        else:
+            self.nets = nn.ModuleDict({"actor": make_net(self.encode.dim, action_dim),
+                                       "critic": make_net(self.encode.dim, 1)})
+        self.nets.to(self.device)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init), device=self.device),
+                                    requires_grad=not self.discrete)
+        self.params = list(self.nets.parameters()) + ([] if self.discrete else [self.log_std])
+        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr, eps=optimizer_eps, foreach=True)
+        self.rollout: list[Transition] = []
+
+    def policy_and_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's logits (or Gaussian means) and V(s) with shape (batch,), for encoded observations."""
+        if self.shared_trunk:
+            out, value = self.nets["actor_critic"](x)
+        else:
+            out, value = self.nets["actor"](x), self.nets["critic"](x)
+        return out, value.squeeze(-1)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nets["actor_critic"](x)[0] if self.shared_trunk else self.nets["actor"](x)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.nets["actor_critic"](x)[1] if self.shared_trunk else self.nets["critic"](x)).squeeze(-1)
+
+    def distribution(self, out: torch.Tensor) -> Distribution:
+        if self.discrete:
+            return Categorical(logits=out, validate_args=False)
+        return Normal(out, self.log_std.exp(), validate_args=False)
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.policy(self.encode(obs))
+            if self.discrete and explore:
+                # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits)
+                action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+            elif self.discrete:
+                action = out.argmax(-1)
+            else:
+                action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
+        return action.cpu().numpy().reshape((len(obs), *self.action_shape))
+
+    def observe(self, t: Transition) -> dict[str, float]:
+        self.rollout.append(t)
+        self.env_steps += len(t.reward)
+        if len(self.rollout) < self.n_steps:
+            return {}
+        metrics = self.update()
+        self.rollout = []
+        return metrics
+
+    def update(self) -> dict[str, float]:
+        steps, num_envs = len(self.rollout), len(self.rollout[0].reward)
+        obs, actions, rewards, next_obs, terminated, truncated = (np.stack(field) for field in zip(*(
+            (t.obs, t.action, t.reward, t.next_obs, t.terminated, t.truncated) for t in self.rollout)))
+        batch = steps * num_envs
+        # one forward pass over s_t and s'_t; only the outputs of s_t carry gradients
+        out, values = self.policy_and_value(self.encode(np.concatenate([obs, next_obs]).reshape(2 * batch, *obs.shape[2:])))
+        out, values, next_values = out[:batch], values[:batch], values[batch:].detach()
+        values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
+        advantages_np = gae(rewards, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
+                            terminated, truncated, self.gamma, self.gae_lambda)
+        advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
+        value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
+        actions = torch.as_tensor(actions.reshape(batch, *self.action_shape), device=self.device)
+
+        pi = self.distribution(out)
+        log_prob, entropy = pi.log_prob(actions), pi.entropy()
+        if not self.discrete:
+            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        policy_loss = -(log_prob * advantages).mean()
+        value_loss = (values - value_targets).pow(2).mean()
+        entropy = entropy.mean()
+        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
+
+        if self.anneal_over:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * max(0.0, 1.0 - self.env_steps / self.anneal_over)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        losses = torch.stack([policy_loss, value_loss, entropy]).detach().tolist()  # one host sync
+        return dict(zip(("policy_loss", "value_loss", "entropy"), losses))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nets": self.nets.state_dict(), "log_std": self.log_std.detach(),
+                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nets.load_state_dict(state["nets"])
+        with torch.no_grad():
+            self.log_std.copy_(state["log_std"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.env_steps = state["env_steps"]
