@@ -88,6 +88,13 @@ ERRORS = {
     "negative eval interval": (["eval.every=-5"], "eval.every=-5 is invalid"),
     "unknown baseline": (["algo.baseline=median"], "algo.baseline='median' is unknown"),
     "unknown activation": (["network.activation=swish"], "network.activation='swish' is unknown"),
+    "tabular on Box observations": (["algo=qlearning", "env=CartPole-v1"],
+                                    "does not support Box observations; discretize them with env.discretize.bins"),
+    "tabular on Box actions": (["algo=sarsa", "env=Pendulum-v1"],
+                               "does not support Box actions; algorithms that handle them: "),
+    "unbounded discretization": (["algo=qlearning", "env=CartPole-v1", "env.discretize.bins=[2,2,2,2]",
+                                  "env.discretize.low=null", "env.discretize.high=null"], "are unbounded"),
+    "step size of 0": (["algo=qlearning", "env=FrozenLake-v1", "algo.alpha.start=0"], "algo.alpha.start=0 is invalid"),
 }
 
 
