@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rlrun.core import Transition
+from rlrun.exploration import epsilon_greedy
 from rlrun.schedules import schedule_from
 
 
@@ -44,9 +45,7 @@ class QLearning:
         q = self.q_table[obs]
         if not explore:
             return q.argmax(1)
-        greedy = (self.rng.random(q.shape) * (q == q.max(1, keepdims=True))).argmax(1)  # random among ties
-        random_actions = self.rng.integers(q.shape[1], size=len(q))
-        return np.where(self.rng.random(len(q)) < self.epsilon(self.env_steps), random_actions, greedy)
+        return epsilon_greedy(q, self.epsilon(self.env_steps), self.rng)
 
     def observe(self, t: Transition) -> dict[str, float]:
         s, a, r, s_next = t.obs, t.action, t.reward, t.next_obs

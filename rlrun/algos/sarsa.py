@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rlrun.core import Transition
+from rlrun.exploration import epsilon_greedy
 from rlrun.schedules import schedule_from
 
 NO_ACTION = -1
@@ -48,16 +49,10 @@ class Sarsa:
         self.env_steps = 0
         self.next_actions: np.ndarray | None = None  # a' per env, chosen in observe, taken by the next act
 
-    def epsilon_greedy(self, states: np.ndarray) -> np.ndarray:
-        q = self.q_table[states]
-        greedy = (self.rng.random(q.shape) * (q == q.max(1, keepdims=True))).argmax(1)  # random among ties
-        random_actions = self.rng.integers(q.shape[1], size=len(q))
-        return np.where(self.rng.random(len(q)) < self.epsilon(self.env_steps), random_actions, greedy)
-
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         if not explore:
             return self.q_table[obs].argmax(1)
-        actions = self.epsilon_greedy(obs)
+        actions = epsilon_greedy(self.q_table[obs], self.epsilon(self.env_steps), self.rng)
         if self.next_actions is not None:
             actions = np.where(self.next_actions != NO_ACTION, self.next_actions, actions)
             self.next_actions = None
@@ -65,7 +60,7 @@ class Sarsa:
 
     def observe(self, t: Transition) -> dict[str, float]:
         s, a, r, s_next = t.obs, t.action, t.reward, t.next_obs
-        a_next = self.epsilon_greedy(s_next)
+        a_next = epsilon_greedy(self.q_table[s_next], self.epsilon(self.env_steps), self.rng)
         target = r + self.gamma * (1.0 - t.terminated) * self.q_table[s_next, a_next]
         td_error = target - self.q_table[s, a]
         alpha = self.alpha(self.env_steps)
