@@ -8,7 +8,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from rlrun.core import ConfigError
 
@@ -91,7 +93,76 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     discretize = dict(env_cfg.get("discretize") or {})
     make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize)
     envs = VECTORIZATIONS[vectorization]([make_one] * (num_envs or env_cfg.num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
+    if env_cfg.get("normalize_observations"):
+        envs = NormalizeObservation(envs, env_cfg.id)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)
     return envs
+
+
+class NormalizeObservation(gym.vector.VectorWrapper):
+    """Standardizes observations with running statistics, as gymnasium.wrappers.vector.NormalizeObservation does
+    (same RunningMeanStd), which refuses same-step autoreset: this one also normalizes info["final_obs"].
+
+    Set `update_running_mean = False` to freeze the statistics (evaluation envs).
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, env_id: str, epsilon: float = 1e-8):
+        super().__init__(envs)
+        if not isinstance(envs.single_observation_space, gym.spaces.Box):
+            raise ConfigError(f"env.normalize_observations=true needs Box observations; {env_id} has "
+                              f"{type(envs.single_observation_space).__name__} ones")
+        shape = envs.single_observation_space.shape
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.obs_rms = RunningMeanStd(shape=shape)
+        self.epsilon = epsilon
+        self.update_running_mean = True
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        return ((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)).astype(np.float32)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        if self.update_running_mean:
+            self.obs_rms.update(obs)
+        return self.normalize(obs), info
+
+    def step(self, actions: Any) -> tuple[np.ndarray, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if self.update_running_mean:
+            self.obs_rms.update(obs)
+        if "_final_obs" in info:
+            info["final_obs"] = info["final_obs"].copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                info["final_obs"][i] = self.normalize(info["final_obs"][i])
+        return self.normalize(obs), reward, terminated, truncated, info
+
+
+def observation_normalizer(envs: gym.vector.VectorEnv) -> NormalizeObservation | None:
+    while not isinstance(envs, NormalizeObservation):
+        if not isinstance(envs, gym.vector.VectorWrapper):
+            return None
+        envs = envs.env
+    return envs
+
+
+def observation_statistics(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
+    """The running mean, variance and count of a normalizing env (None when it does not normalize), for checkpoints."""
+    normalizer = observation_normalizer(envs)
+    if normalizer is None:
+        return None
+    rms = normalizer.obs_rms
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
+
+
+def use_observation_statistics(envs: gym.vector.VectorEnv, statistics: dict[str, Any] | None) -> None:
+    """Normalize `envs` with fixed `statistics` (from observation_statistics) from now on, e.g. to evaluate."""
+    normalizer = observation_normalizer(envs)
+    if normalizer is None or statistics is None:
+        return
+    normalizer.obs_rms.mean = statistics["mean"].numpy().astype(np.float64)
+    normalizer.obs_rms.var = statistics["var"].numpy().astype(np.float64)
+    normalizer.obs_rms.count = statistics["count"]
+    normalizer.update_running_mean = False

@@ -34,6 +34,47 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activ
     return nn.Sequential(*layers)
 
 
+def network(in_dim: int, out_dim: int | Sequence[int], hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+            dueling: bool = False) -> nn.Module:
+    """The `network` config's factory: an `mlp`; with a tuple `out_dim`, one linear head per entry on shared
+    hidden layers (an actor-critic with a shared trunk); with dueling=True, a dueling Q-network."""
+    if dueling and not isinstance(out_dim, int):
+        raise ConfigError("network.dueling=true builds Q-networks (algo=dqn); set network.dueling=false")
+    if dueling:
+        return DuelingQNetwork(in_dim, out_dim, hidden_sizes, activation)
+    if isinstance(out_dim, int):
+        return mlp(in_dim, out_dim, hidden_sizes, activation)
+    return MultiHeadMLP(in_dim, out_dim, hidden_sizes, activation)
+
+
+class MultiHeadMLP(nn.Module):
+    """Hidden layers shared by several linear output heads; returns one tensor per head."""
+
+    def __init__(self, in_dim: int, out_dims: Sequence[int], hidden_sizes: Sequence[int], activation: str):
+        super().__init__()
+        if not hidden_sizes:
+            raise ConfigError("network.hidden_sizes=[] leaves no hidden layer to share between heads; give at least one")
+        *trunk_sizes, width = hidden_sizes
+        self.trunk = nn.Sequential(mlp(in_dim, width, trunk_sizes, activation), ACTIVATIONS[activation]())
+        self.heads = nn.ModuleList(nn.Linear(width, out_dim) for out_dim in out_dims)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.trunk(x)
+        return tuple(head(features) for head in self.heads)
+
+
+class DuelingQNetwork(MultiHeadMLP):
+    """Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), a value and an advantage head on shared hidden layers
+    (Wang et al. 2016, "Dueling Network Architectures for Deep Reinforcement Learning", eq. 9)."""
+
+    def __init__(self, in_dim: int, num_actions: int, hidden_sizes: Sequence[int], activation: str):
+        super().__init__(in_dim, (1, num_actions), hidden_sizes, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, advantage = super().forward(x)
+        return value + advantage - advantage.mean(-1, keepdim=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda` or `auto` (CUDA when available)."""
     if name == "auto":

@@ -28,6 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rlrun import checkpoint
 from rlrun.core import Agent, Transition
+from rlrun.envs import observation_statistics, use_observation_statistics
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         seed = int(np.random.SeedSequence([self.settings.seed, self.env_steps]).generate_state(1)[0])
+        use_observation_statistics(self.eval_envs, observation_statistics(self.envs))  # frozen training statistics
         returns = evaluate(self.agent, self.eval_envs, seed)
         mean, std = float(returns.mean()), float(returns.std())
         self.evaluations.append({"step": self.env_steps, "mean_return": mean, "std_return": std})
@@ -234,6 +236,7 @@ class Trainer:
             "episodes": self.episodes,
             "best_eval_return": self.best_eval_return,
             "rng": rng_state(),
+            "observation_statistics": observation_statistics(self.envs),
             "config": self.config,
         })
 

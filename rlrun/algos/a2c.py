@@ -15,7 +15,8 @@ time-limit truncation bootstraps from V of the state it was cut at, and a termin
 nothing) and done_t = terminated_t or truncated_t keeps the sum inside one episode. lambda = 0
 gives the one-step TD advantage delta_t of seed 004; lambda = 1 the discounted return to the end
 of the episode or rollout (bootstrapped from V there) minus V(s_t). With value targets
-G_t = A_t + V(s_t) (A_t and G_t held constant), one gradient step on
+G_t = A_t + V(s_t) (A_t and G_t held constant; with normalize_advantages the A_t of the policy loss
+are standardized over the rollout), one gradient step on
 
     L = -mean_t log pi(a_t | s_t) A_t  +  value_coef mean_t (V(s_t) - G_t)^2  -  entropy_coef mean_t H(pi(. | s_t))
 
@@ -26,6 +27,7 @@ categorical policy, Box actions a Gaussian with a learned state-independent log-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,8 +68,10 @@ class A2C:
                  make_net: Callable[..., nn.Module], device: str = "cpu",
                  gamma: float = 0.99, gae_lambda: float = 1.0, n_steps: int = 5, lr: float = 7e-4,
                  optimizer: str = "rmsprop", optimizer_eps: float = 1e-5, value_coef: float = 0.5,
-                 entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, shared_trunk: bool = False,
-                 log_std_init: float = 0.0, lr_schedule: str = "constant", total_steps: int | None = None):
+                 entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, normalize_advantages: bool = False,
+                 shared_trunk: bool = False,
+                 log_std_init: float = 0.0, orthogonal_init: bool = True, lr_schedule: str = "constant",
+                 total_steps: int | None = None):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"algo.optimizer={optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
         if lr_schedule not in LR_SCHEDULES:
@@ -81,6 +85,7 @@ class A2C:
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
+        self.normalize_advantages = normalize_advantages
         self.lr = lr
         self.anneal_over = total_steps if lr_schedule == "linear" else None
         self.env_steps = 0
@@ -95,12 +100,29 @@ class A2C:
         else:
             self.nets = nn.ModuleDict({"actor": make_net(self.encode.dim, action_dim),
                                        "critic": make_net(self.encode.dim, 1)})
+        if orthogonal_init:
+            self.initialize_orthogonally()
         self.nets.to(self.device)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init), device=self.device),
                                     requires_grad=not self.discrete)
         self.params = list(self.nets.parameters()) + ([] if self.discrete else [self.log_std])
         self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr, eps=optimizer_eps, foreach=True)
         self.rollout: list[Transition] = []
+
+    def initialize_orthogonally(self) -> None:
+        """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
+        first policy) and 1 in the value's, zero biases (Schulman et al.'s baselines, kept by Stable-Baselines3)."""
+        linears = {name: layer for name, layer in self.nets.named_modules() if isinstance(layer, nn.Linear)}
+        for layer in linears.values():
+            nn.init.orthogonal_(layer.weight, math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+        if self.shared_trunk:
+            policy_out, value_out = self.nets["actor_critic"].heads
+        else:
+            policy_out = [layer for name, layer in linears.items() if name.startswith("actor.")][-1]
+            value_out = [layer for name, layer in linears.items() if name.startswith("critic.")][-1]
+        nn.init.orthogonal_(policy_out.weight, 0.01)
+        nn.init.orthogonal_(value_out.weight, 1.0)
 
     def policy_and_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy's logits (or Gaussian means) and V(s) with shape (batch,), for encoded observations."""
@@ -157,6 +179,8 @@ class A2C:
         value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
         actions = torch.as_tensor(actions.reshape(batch, *self.action_shape), device=self.device)
 
+        if self.normalize_advantages and batch > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         pi = self.distribution(out)
         log_prob, entropy = pi.log_prob(actions), pi.entropy()
         if not self.discrete:

@@ -23,16 +23,16 @@ and the loss is mean Huber(Q(s_t, a_t) - y) (loss=huber, delta 1) or mean (Q(s_t
 (loss=mse), minimized with Adam, the gradient norm clipped to max_grad_norm.
 
 Schedule, in env steps summed over all envs: uniformly random actions before `learning_starts`,
-then epsilon-greedy with epsilon decaying linearly from epsilon_start to epsilon_end over the first
-epsilon_decay_steps; `gradient_steps` minibatch updates every `train_every` env steps once
+then epsilon-greedy with epsilon following rlrun.schedules.Schedule (linear decay by default); `gradient_steps` minibatch updates every `train_every` env steps once
 learning_starts have passed; every `target_update_every` env steps the target moves to the online
-network, theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy).
+network, theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy). With
+lr_schedule=linear the learning rate decays linearly to 0 over total_steps env steps.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -43,8 +43,10 @@ from torch import nn
 from rlrun.buffers import ReplayBuffer
 from rlrun.core import ConfigError, Transition
 from rlrun.networks import ObservationEncoder, resolve_device
+from rlrun.schedules import schedule_from
 
 LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
+LR_SCHEDULES = ("constant", "linear")
 
 
 def n_step_transition(window: deque, next_obs: np.ndarray, terminated: bool, gamma: float) -> dict[str, Any]:
@@ -64,18 +66,22 @@ class DQN:
                  make_net: Callable[[int, int], nn.Module], device: str = "cpu",
                  gamma: float = 0.99, lr: float = 1e-4, buffer_size: int = 100_000, batch_size: int = 32,
                  learning_starts: int = 1000, train_every: int = 4, gradient_steps: int = 1,
-                 target_update_every: int = 1000, tau: float = 1.0, epsilon_start: float = 1.0,
-                 epsilon_end: float = 0.05, epsilon_decay_steps: int = 10_000, double: bool = False,
-                 n_step: int = 1, loss: str = "huber", max_grad_norm: float | None = 10.0):
+                 target_update_every: int = 1000, tau: float = 1.0, epsilon: Mapping[str, Any] | None = None,
+                 double: bool = False, n_step: int = 1, loss: str = "huber", max_grad_norm: float | None = 10.0,
+                 lr_schedule: str = "constant", total_steps: int | None = None, seed: int = 0):
         if loss not in LOSSES:
             raise ConfigError(f"algo.loss={loss!r} is unknown; use one of {', '.join(LOSSES)}")
         for key, value, least in (("n_step", n_step, 1), ("buffer_size", buffer_size, 1),
                                   ("learning_starts", learning_starts, 0)):
             if not isinstance(value, int) or value < least:
                 raise ConfigError(f"algo.{key}={value!r} is invalid: it must be an integer >= {least}")
-        for key, value in (("epsilon_start", epsilon_start), ("epsilon_end", epsilon_end)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"algo.{key}={value!r} is invalid: it must be a probability in [0, 1]")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+        if lr_schedule == "linear" and not total_steps:
+            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
+        self.lr = lr
+        self.anneal_over = total_steps if lr_schedule == "linear" else None
+        self.epsilon = schedule_from("algo.epsilon", epsilon or {"start": 0.05}, lambda v: 0 <= v <= 1, "in [0, 1]")
         self.device = resolve_device(device)
         self.gamma = gamma
         self.batch_size = batch_size
@@ -84,7 +90,6 @@ class DQN:
         self.gradient_steps = gradient_steps
         self.target_update_every = target_update_every
         self.tau = tau
-        self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
         self.double = double
         self.n_step = n_step
         self.loss = LOSSES[loss]
@@ -103,17 +108,13 @@ class DQN:
             "obs": (obs_shape, obs_dtype), "action": ((), np.int64), "reward": ((), np.float32),
             "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32), "discount": ((), np.float32)})
         self.windows: list[deque] = []  # per env: (s, a, r) of the steps not yet in the buffer
-        self.rng = np.random.default_rng(np.random.randint(2 ** 31))  # minibatches follow the run's seed
-
-    def epsilon(self) -> float:
-        progress = min(1.0, self.env_steps / self.epsilon_decay_steps)
-        return self.epsilon_start + progress * (self.epsilon_end - self.epsilon_start)
+        self.rng = np.random.default_rng(seed)  # draws the minibatches
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         with torch.inference_mode():
             action = self.q(self.encode(obs)).argmax(-1)
             if explore:
-                epsilon = 1.0 if self.env_steps < self.learning_starts else self.epsilon()
+                epsilon = 1.0 if self.env_steps < self.learning_starts else self.epsilon(self.env_steps)
                 random_action = torch.randint_like(action, self.num_actions)
                 action = torch.where(torch.rand(action.shape, device=self.device) < epsilon, random_action, action)
         return action.cpu().numpy()
@@ -121,7 +122,7 @@ class DQN:
     def observe(self, t: Transition) -> dict[str, float]:
         before, self.env_steps = self.env_steps, self.env_steps + len(t.reward)
         self.store(t)
-        metrics = {"charts/epsilon": self.epsilon()}
+        metrics = {"charts/epsilon": self.epsilon(self.env_steps)}
         if self.env_steps > self.learning_starts and self.crossed(before, self.train_every):
             metrics.update(self.learn())
         if self.crossed(before, self.target_update_every):
@@ -159,6 +160,9 @@ class DQN:
     def learn(self) -> dict[str, float]:
         if len(self.buffer) < self.batch_size:
             return {}
+        if self.anneal_over:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * max(0.0, 1.0 - self.env_steps / self.anneal_over)
         td_losses, q_values = [], []
         for _ in range(self.gradient_steps):
             batch = {key: torch.as_tensor(value, device=self.device)
