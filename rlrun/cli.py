@@ -10,12 +10,14 @@ import importlib.resources
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -69,8 +71,29 @@ def usage(argv: list[str]) -> str:
 
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    with user_errors():
-        return train(cfg)
+    """Train one agent; or, with sweep.seeds_per_trial=N, N agents (seed, seed+1, ...) in subfolders `seed=<s>`
+    and return the mean of their final eval returns, a steadier objective for a search than one run."""
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    with user_errors(), failure_recorded(job_dir):
+        check_values(OmegaConf.to_container(cfg, resolve=True))
+        if cfg.sweep.seeds_per_trial == 1:
+            return train(cfg, job_dir)
+        seeds = range(cfg.seed, cfg.seed + cfg.sweep.seeds_per_trial)
+        returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}") for seed in seeds]
+    mean = sum(returns) / len(returns)
+    print(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
+    return mean
+
+
+@contextmanager
+def failure_recorded(job_dir: Path) -> Iterator[None]:
+    """A job that raises leaves the traceback in `error.txt` in its folder (rlrun-report lists it as failed)."""
+    (job_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of a requeued job
+    try:
+        yield
+    except Exception:
+        (job_dir / "error.txt").write_text(traceback.format_exc())
+        raise
 
 
 @contextmanager
@@ -84,13 +107,14 @@ def user_errors() -> Iterator[None]:
         if isinstance(error, MissingMandatoryValue):
             error = f"{error.full_key} is required: set it on the command line ({error.full_key}=...)"
         print(f"rlrun: error: {error}", file=sys.stderr)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records this job as failed and runs the others
         raise SystemExit(2) from None
 
 
-def train(cfg: DictConfig) -> float:
-    """Train one agent as `cfg` says; return the final evaluation's mean return (a sweeper's objective)."""
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train one agent as `cfg` says in `run_dir`; return the final evaluation's mean return (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_values(config)
 
     import random
 
@@ -113,7 +137,6 @@ def train(cfg: DictConfig) -> float:
     envs = make_vector_env(cfg.env)
     agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     print(f"rlrun: {algo_name} on {cfg.env.id}, {cfg.total_steps} steps -> {shown(run_dir)}")
     settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
                                checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every,
