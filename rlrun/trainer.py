@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections import deque
@@ -27,12 +28,16 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rlrun import checkpoint
-from rlrun.core import Agent, Transition
+from rlrun.core import Agent, ConfigError, Transition
 from rlrun.envs import observation_statistics, use_observation_statistics
 
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval/mean_return"
+
+
+class TrainingDiverged(ConfigError):
+    """A loss became NaN or infinite: training stops and the last good checkpoint stays as it was."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class TrainerSettings:
     seed: int
     algo: str
     progress: bool = True
+    checkpoint_keep: int = 1  # interval checkpoints kept: last.pt, plus step_<N>.pt for the K - 1 before it
 
 
 def true_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -83,6 +89,19 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+
+
+def derived_seed(seed: int, env_steps: int) -> int:
+    """A seed for the envs reset at `env_steps`, the same in every run of this seed."""
+    return int(np.random.SeedSequence([seed, env_steps]).generate_state(1)[0])
+
+
 def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
     """The run's algo, env and network settings plus the seed, flattened for the HParams dashboard."""
     flat: dict[str, Any] = {"algo": algo, "seed": config["seed"], "total_steps": config["total_steps"]}
@@ -105,9 +124,9 @@ def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
 class MetricMeans:
     """Running means of the agent's metrics and the episode statistics between two TensorBoard writes."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+    def __init__(self, sums: dict[str, float] | None = None, counts: dict[str, int] | None = None) -> None:
+        self.sums: dict[str, float] = dict(sums or {})
+        self.counts: dict[str, int] = dict(counts or {})
 
     def add(self, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -148,13 +167,23 @@ class Trainer:
         self.diagnose = diagnose
         self.diagnostics: dict[str, float] = {}
 
-    def run(self) -> dict[str, Any]:
-        """Train for settings.total_steps env steps; return the summary also written to summary.json."""
+    def run(self, resume_from: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train for settings.total_steps env steps, from scratch or from a checkpoint's payload; return the
+        summary also written to summary.json.
+
+        Every interval checkpoint is a sync point: the running episodes end there as time-limit truncations
+        (the agent bootstraps them) and the envs restart from seeds derived from (seed, step). A run resumed
+        from that checkpoint restarts its envs the same way, so it goes on exactly as the uninterrupted run.
+        """
         start = time.perf_counter()
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self.env_steps + 1 if resume_from else None)
         try:
-            self._write_run_description()
-            with logging_redirect_tqdm(), tqdm(total=self.settings.total_steps, unit="step", dynamic_ncols=True,
+            if resume_from is None:
+                self._write_run_description()
+            with logging_redirect_tqdm(), tqdm(total=self.settings.total_steps, initial=self.env_steps, unit="step",
+                                               dynamic_ncols=True,
                                                disable=None if self.settings.progress else True) as self.bar:
                 self._train()
                 if not self.evaluations or self.evaluations[-1]["step"] != self.env_steps:
@@ -163,21 +192,46 @@ class Trainer:
             summary = self._summary(time.perf_counter() - start)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             return summary
+        except TrainingDiverged:
+            raise
+        except BaseException:
+            self._save_checkpoint("interrupted.pt")  # the latest weights, to evaluate; resume uses last.pt
+            raise
         finally:
             self.writer.close()
 
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.agent.load_state_dict(payload["agent"])
+        self.env_steps = payload["env_steps"]
+        self.episodes = payload["episodes"]
+        self.best_eval_return = payload["best_eval_return"]
+        self.evaluations = payload["evaluations"]
+        self.metrics = MetricMeans(**payload["metric_sums"])
+        self.diagnostics = payload["diagnostics"]
+        use_observation_statistics(self.envs, payload["observation_statistics"])
+        restore_rng_state(payload["rng"])
+        log.info("resuming at env step %d from %s", self.env_steps, self.run_dir / "checkpoints" / "last.pt")
+
     def _train(self) -> None:
         settings = self.settings
-        obs, _ = self.envs.reset(seed=settings.seed)
-        self.envs.action_space.seed(settings.seed)
+        if self.env_steps == 0:
+            obs, _ = self.envs.reset(seed=settings.seed)
+        else:
+            obs, _ = self.envs.reset(seed=derived_seed(settings.seed, self.env_steps))
         lap = time.perf_counter()
         while self.env_steps < settings.total_steps:
             action = self.agent.act(obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
-            transition = Transition(obs, action, reward, true_next_obs(next_obs, info), terminated, truncated)
-            self.metrics.add(self.agent.observe(transition))
-            obs = next_obs
             before, self.env_steps = self.env_steps, self.env_steps + self.envs.num_envs
+            at_checkpoint = crossed(before, self.env_steps, settings.checkpoint_every)
+            if at_checkpoint:
+                truncated = truncated | ~terminated  # sync point: every running episode ends here
+            transition = Transition(obs, action, reward, true_next_obs(next_obs, info), terminated, truncated)
+            metrics = self.agent.observe(transition)
+            if metrics:
+                self._check_finite(metrics)
+                self.metrics.add(metrics)
+            obs = next_obs
             if "_episode" in info:
                 self._record_episodes(info)
             self.bar.update(self.envs.num_envs)
@@ -189,9 +243,20 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - lap
                 self._evaluate()
                 lap = time.perf_counter()
-            if crossed(before, self.env_steps, settings.checkpoint_every):
-                self._save_checkpoint("last.pt")
+            if at_checkpoint:
+                obs, _ = self.envs.reset(seed=derived_seed(settings.seed, self.env_steps))
+                self._save_interval_checkpoint()
         self.train_seconds += time.perf_counter() - lap
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                last = self.run_dir / "checkpoints" / "last.pt"
+                kept = (f"the last good checkpoint is {last} (env step {checkpoint.load(last)['env_steps']})"
+                        if last.exists() else "no checkpoint was written before")
+                tag = name if "/" in name else f"losses/{name}"
+                raise TrainingDiverged(f"{tag} became {value} at env step {self.env_steps}; training stopped and "
+                                       f"{kept}; lower the learning rate or clip gradients (algo.max_grad_norm)")
 
     def _record_episodes(self, info: dict[str, Any]) -> None:
         done = info["_episode"]
@@ -211,7 +276,7 @@ class Trainer:
             self.bar.set_postfix(self.postfix, refresh=False)
 
     def _evaluate(self) -> None:
-        seed = int(np.random.SeedSequence([self.settings.seed, self.env_steps]).generate_state(1)[0])
+        seed = derived_seed(self.settings.seed, self.env_steps)
         use_observation_statistics(self.eval_envs, observation_statistics(self.envs))  # frozen training statistics
         returns = evaluate(self.agent, self.eval_envs, seed)
         mean, std = float(returns.mean()), float(returns.std())
@@ -229,12 +294,26 @@ class Trainer:
             self.best_eval_return = mean
             self._save_checkpoint("best.pt")
 
+    def _save_interval_checkpoint(self) -> None:
+        """last.pt, and with checkpoint_keep = K > 1 also step_<N>.pt (a hard link to it) for the last K - 1."""
+        folder = self.run_dir / "checkpoints"
+        self._save_checkpoint("last.pt")
+        if self.settings.checkpoint_keep > 1:
+            (folder / f"step_{self.env_steps}.pt").unlink(missing_ok=True)
+            os.link(folder / "last.pt", folder / f"step_{self.env_steps}.pt")
+            kept = sorted(folder.glob("step_*.pt"), key=lambda path: int(path.stem.split("_")[1]))
+            for old in kept[:-(self.settings.checkpoint_keep - 1)]:
+                old.unlink()
+
     def _save_checkpoint(self, name: str) -> None:
         checkpoint.save(self.run_dir / "checkpoints" / name, {
             "agent": self.agent.state_dict(),
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "best_eval_return": self.best_eval_return,
+            "evaluations": self.evaluations,
+            "metric_sums": {"sums": self.metrics.sums, "counts": self.metrics.counts},
+            "diagnostics": self.diagnostics,
             "rng": rng_state(),
             "observation_statistics": observation_statistics(self.envs),
             "config": self.config,

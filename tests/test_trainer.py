@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlrun import checkpoint
 from rlrun.envs import make_vector_env
-from rlrun.trainer import Trainer, TrainerSettings, crossed, true_next_obs
+from rlrun.trainer import Trainer, TrainerSettings, TrainingDiverged, crossed, true_next_obs
 
 
 class RecordingAgent:
@@ -51,7 +51,7 @@ CONFIG = {"seed": 0, "total_steps": 25, "algo": {"_target_": "tests.RecordingAge
 @pytest.fixture
 def finished_run(tmp_path):
     agent = RecordingAgent()
-    settings = TrainerSettings(total_steps=25, eval_every=10, checkpoint_every=8, log_every=5, seed=0,
+    settings = TrainerSettings(total_steps=25, eval_every=10, checkpoint_every=12, log_every=5, seed=0,
                                progress=False, algo="recording")
     trainer = Trainer(agent, make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(3)), tmp_path,
                       settings, CONFIG)
@@ -62,7 +62,7 @@ def test_counts_env_steps_over_all_envs(finished_run):
     agent, summary, _ = finished_run
     assert len(agent.transitions) == 13  # 13 vector steps of 2 envs pass 25 env steps
     assert summary["env_steps"] == 26
-    assert summary["episodes"] == 4  # each env finishes its 5-step episode at vector steps 5 and 10
+    assert summary["episodes"] == 4  # each env finishes a 5-step episode at vector steps 5 and 11
 
 
 def test_hands_the_final_observation_to_the_agent(finished_run):
@@ -79,6 +79,16 @@ def test_hands_the_final_observation_to_the_agent(finished_run):
     assert agent.transitions[5].obs[0, 0] == 0.0  # the env was reset in the step it terminated
 
 
+def test_checkpoints_are_sync_points_that_end_every_running_episode(finished_run):
+    agent, _, _ = finished_run
+    for index in (5, 11):  # vector steps 6 and 12 reach the checkpoint interval (12 and 24 env steps)
+        t = agent.transitions[index]
+        assert t.truncated.all() and not t.terminated.any()
+        assert (t.next_obs[:, 0] == t.obs[:, 0] + 1).all()  # the true next observation
+        assert (agent.transitions[index + 1].obs[:, 0] == 0.0).all()  # restarted envs
+    assert sum(t.truncated.sum() for t in agent.transitions) == 4
+
+
 def test_evaluates_at_each_interval_and_at_the_end(finished_run):
     _, summary, _ = finished_run
     assert [e["step"] for e in summary["evaluations"]] == [10, 20, 26]
@@ -88,8 +98,8 @@ def test_evaluates_at_each_interval_and_at_the_end(finished_run):
 
 def test_checkpoints_at_the_interval_on_improvement_and_at_the_end(finished_run):
     agent, _, run_dir = finished_run
-    # last.pt at 8, 16, 24 env steps (4, 8, 12 vector steps), best.pt at the first eval (step 10), last.pt at the end
-    assert agent.checkpointed_after == [4, 5, 8, 12, 13]
+    # best.pt at the first eval (step 10), last.pt at 12 and 24 env steps (6, 12 vector steps) and at the end
+    assert agent.checkpointed_after == [5, 6, 12, 13]
     last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert last["env_steps"] == 26 and int(last["agent"]["observed"]) == 13
     assert last["config"] == CONFIG
@@ -101,8 +111,8 @@ def test_tensorboard_logs_in_env_steps(finished_run):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     steps = {tag: [s.step for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    # both envs finish an episode at vector steps 5 and 10: one mean per log interval that saw episodes end
-    assert steps["charts/episodic_return"] == steps["charts/episodic_length"] == [10, 20]
+    # both envs finish an episode at vector steps 5 and 11: one mean per log interval that saw episodes end
+    assert steps["charts/episodic_return"] == steps["charts/episodic_length"] == [10, 26]
     assert [s.value for s in events.Scalars("charts/episodic_length")] == [5, 5]
     assert steps["eval/mean_return"] == [10, 20, 26]
     assert steps["losses/loss"] == steps["charts/custom"] == steps["charts/SPS"] == [6, 10, 16, 20, 26]
@@ -121,3 +131,66 @@ def test_truncation_is_reported_with_the_final_observation(tmp_path):
 def test_crossed_detects_each_multiple_once():
     assert [s for s in range(0, 30, 4) if crossed(s, s + 4, 10)] == [8, 16, 28]
     assert crossed(8, 12, 10) and not crossed(10, 14, 10) and crossed(18, 20, 10)
+
+
+class CrashingAgent(RecordingAgent):
+    """Interrupted (Ctrl-C) while observing its 9th transition."""
+
+    def observe(self, t):
+        if len(self.transitions) == 8:
+            raise KeyboardInterrupt
+        return super().observe(t)
+
+
+def test_a_run_resumed_after_a_crash_continues_exactly(tmp_path):
+    def trainer(agent, run_dir):
+        settings = TrainerSettings(total_steps=30, eval_every=10, checkpoint_every=12, log_every=5, seed=3,
+                                   progress=False, algo="recording")
+        return Trainer(agent, make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), run_dir,
+                       settings, CONFIG)
+
+    whole = RecordingAgent()
+    whole_summary = trainer(whole, tmp_path / "whole").run()
+    with pytest.raises(KeyboardInterrupt):
+        trainer(CrashingAgent(), tmp_path / "cut").run()
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    assert checkpoint.load(checkpoints / "last.pt")["env_steps"] == 12  # the sync point before the crash
+    assert checkpoint.load(checkpoints / "interrupted.pt")["env_steps"] == 18  # 9 env steps, the 9th unobserved
+    resumed = RecordingAgent()
+    resumed_summary = trainer(resumed, tmp_path / "cut").run(checkpoint.load(checkpoints / "last.pt"))
+    assert len(resumed.transitions) == 9  # vector steps 7 to 15
+    for a, b in zip(whole.transitions[6:], resumed.transitions, strict=True):
+        for field in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    for key in ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return"):
+        assert resumed_summary[key] == whole_summary[key]
+    events = EventAccumulator(str(tmp_path / "cut"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("eval/mean_return")] == [10, 20, 30]  # each step once
+    assert [s.step for s in events.Scalars("losses/loss")] == [6, 10, 16, 20, 26, 30]
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Diverging(RecordingAgent):
+        def observe(self, t):
+            super().observe(t)
+            return {"td_loss": float("nan") if len(self.transitions) == 9 else 1.0}
+
+    settings = TrainerSettings(total_steps=30, eval_every=100, checkpoint_every=12, log_every=5, seed=0,
+                               progress=False, algo="recording")
+    trainer = Trainer(Diverging(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
+                      settings, CONFIG)
+    with pytest.raises(TrainingDiverged, match=r"losses/td_loss became nan at env step 18; training stopped and the "
+                                               r"last good checkpoint is .*last.pt \(env step 12\)"):
+        trainer.run()
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["env_steps"] == 12
+    assert not (tmp_path / "checkpoints" / "interrupted.pt").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_checkpoint_keep_holds_the_last_k_interval_checkpoints(tmp_path):
+    settings = TrainerSettings(total_steps=40, eval_every=100, checkpoint_every=6, log_every=5, seed=0,
+                               progress=False, algo="recording", checkpoint_keep=3)
+    Trainer(RecordingAgent(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
+            settings, CONFIG).run()
+    names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "last.pt", "step_30.pt", "step_36.pt"]

@@ -178,8 +178,10 @@ class Reinforce:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
+        # finished episodes waiting for the next update; the running ones are empty at a checkpoint (a sync point)
+        finished = [tuple(torch.from_numpy(np.asarray(part)) for part in episode) for episode in self.finished]
         state = {"policy": self.policy.state_dict(), "log_std": self.log_std.detach(),
-                 "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps}
+                 "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps, "finished": finished}
         if self.value is not None:
             state["value"] = self.value.state_dict()
         return state
@@ -192,3 +194,4 @@ class Reinforce:
             self.value.load_state_dict(state["value"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
+        self.finished = [tuple(part.numpy() for part in episode) for episode in state["finished"]]

@@ -71,15 +71,13 @@ class Sarsa:
                 "charts/alpha": alpha}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"q_table": torch.from_numpy(self.q_table.copy()), "env_steps": self.env_steps,
-                 "rng": self.rng.bit_generator.state}
-        if self.next_actions is not None:
-            state["next_actions"] = torch.from_numpy(self.next_actions)
-        return state
+        # next_actions is left out: at a checkpoint (a sync point) every episode has just ended
+        return {"q_table": torch.from_numpy(self.q_table.copy()), "env_steps": self.env_steps,
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_table = state["q_table"].numpy().astype(np.float64)
         self.env_steps = state["env_steps"]
         self.rng.bit_generator.state = state["rng"]
-        self.next_actions = state["next_actions"].numpy() if "next_actions" in state else None
+        self.next_actions = None
 
