@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -79,12 +80,14 @@ def unknown_env_message(env_id: str) -> str:
     return f"unknown environment {env_id!r}: {hint}"
 
 
-def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: str | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: str | None = None,
+                    wrap: Callable[[gym.Env], gym.Env] | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_cfg.id` that reset in the same step an episode ends.
 
     The true last observation of a finished episode is in info["final_obs"] (mask info["_final_obs"]);
     finished episodes' return and length are in info["episode"] (mask info["_episode"]).
-    Box actions are clipped to the space's bounds before they reach the env.
+    Box actions are clipped to the space's bounds before they reach the env. `wrap`, when given, wraps
+    each copy (e.g. in gymnasium's RecordVideo); it must be picklable for async envs.
     """
     vectorization = vectorization or env_cfg.vectorization
     if vectorization not in VECTORIZATIONS:
@@ -92,13 +95,22 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     kwargs = dict(env_cfg.kwargs or {})
     discretize = dict(env_cfg.get("discretize") or {})
     make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize)
+    if wrap is not None:
+        make_one = partial(wrapped_env, make_one, wrap)
     envs = VECTORIZATIONS[vectorization]([make_one] * (num_envs or env_cfg.num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
     if env_cfg.get("normalize_observations"):
         envs = NormalizeObservation(envs, env_cfg.id)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
+        bounded, batched = envs.single_action_space, envs.action_space
         envs = gym.wrappers.vector.ClipAction(envs)
+        # ClipAction reports (-inf, inf) bounds; agents see the env's own (DDPG scales its actor to them)
+        envs.single_action_space, envs.action_space = bounded, batched
     return envs
+
+
+def wrapped_env(make: Callable[[], gym.Env], wrap: Callable[[gym.Env], gym.Env]) -> gym.Env:
+    return wrap(make())
 
 
 class NormalizeObservation(gym.vector.VectorWrapper):
@@ -157,12 +169,14 @@ def observation_statistics(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
     return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
 
 
-def use_observation_statistics(envs: gym.vector.VectorEnv, statistics: dict[str, Any] | None) -> None:
-    """Normalize `envs` with fixed `statistics` (from observation_statistics) from now on, e.g. to evaluate."""
+def use_observation_statistics(envs: gym.vector.VectorEnv, statistics: dict[str, Any] | None,
+                               freeze: bool = True) -> None:
+    """Normalize `envs` with `statistics` (from observation_statistics) from now on: fixed ones to evaluate, or,
+    with freeze=False, as the starting point of the running statistics (a resumed training run)."""
     normalizer = observation_normalizer(envs)
     if normalizer is None or statistics is None:
         return
     normalizer.obs_rms.mean = statistics["mean"].numpy().astype(np.float64)
     normalizer.obs_rms.var = statistics["var"].numpy().astype(np.float64)
     normalizer.obs_rms.count = statistics["count"]
-    normalizer.update_running_mean = False
+    normalizer.update_running_mean = not freeze
