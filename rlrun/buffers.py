@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import torch
 
 
 class ReplayBuffer:
@@ -36,6 +38,16 @@ class ReplayBuffer:
             self.data[name][index] = values
         self.next_row = (self.next_row + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows held, as tensors (for a checkpoint), and the write position."""
+        return {"fields": {name: torch.from_numpy(values[:self.size].copy()) for name, values in self.data.items()},
+                "next_row": self.next_row, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.size, self.next_row = state["size"], state["next_row"]
+        for name, values in state["fields"].items():
+            self.data[name][:self.size] = values.numpy()
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """`batch_size` rows drawn uniformly with replacement from the rows held."""

@@ -35,8 +35,54 @@ def main() -> None:
         print(usage(argv))
         return
     with user_errors():
+        argv = resume_arguments(argv)
         check_env_choice(argv)
+        check_output_folder(argv)
+    sys.argv = [sys.argv[0], *argv]
     hydra_main()
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """`resume=FOLDER` -> the run's own overrides (those given now win), run again in FOLDER.
+
+    The trainer finds FOLDER/checkpoints/last.pt and continues from it. Running in a folder that holds a
+    checkpoint (`hydra.run.dir=FOLDER`, a requeued cluster job) resumes the same way.
+    """
+    resume = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("resume=")), None)
+    others = [arg for arg in argv if not arg.startswith("resume=")]
+    if resume is None:
+        run_dir = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")), None)
+        holds_checkpoint = run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+        return [*argv, "hydra.output_subdir=null"] if holds_checkpoint else argv  # keep the run's .hydra as it is
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise ConfigError(f"resume={resume}: there is no such folder; give the folder of an earlier run")
+    if not (folder / "checkpoints" / "last.pt").is_file():
+        raise ConfigError(f"resume={resume}: the folder holds no checkpoints/last.pt to resume from; "
+                          "start a new run without resume=")
+    saved_file = folder / ".hydra" / "overrides.yaml"
+    saved = list(OmegaConf.load(saved_file)) if saved_file.is_file() else []
+    given_keys = {override_key(arg) for arg in others}
+    kept = [override for override in saved if override_key(override) not in given_keys]
+    return [*kept, *others, f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_output_folder(argv: list[str]) -> None:
+    """The folder the run would write under must be, or be creatable in, a writable folder."""
+    if any(flag in argv for flag in ("--cfg", "-c", "--info", "--hydra-help")):
+        return
+    target = next((arg.split("=", 1)[1] for arg in argv if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))),
+                  "outputs")
+    existing = Path(target).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run folder {target}: {existing} is not a writable folder; "
+                          "run from a writable folder or set hydra.run.dir=<a writable path>")
 
 
 USAGE = """\
@@ -52,6 +98,7 @@ usage:
 config groups (group=option):
 {groups}
   tuned:   chosen for you: configs/tuned/<algo>_<env>.yaml when it exists
+  +sweep:  {sweeps} (Optuna searches: rlrun -m +sweep=<name>)
   (env=gym env.id=<id> runs any gymnasium id, `module:EnvName-v0` ids included)
 
 top-level keys (key=value) and their defaults:
@@ -66,7 +113,7 @@ def usage(argv: list[str]) -> str:
     lines = (importlib.resources.files("rlrun.configs") / "config.yaml").read_text().splitlines()
     first_key = next(i for i, line in enumerate(lines) if re.match(r"[a-z_]+:", line) and line != "defaults:")
     keys = lines[first_key:lines.index("hydra:")]
-    return USAGE.format(groups=groups, keys="\n".join("  " + line for line in keys).rstrip())
+    return USAGE.format(groups=groups, sweeps=", ".join(config_names("sweep", argv)), keys="\n".join("  " + line for line in keys).rstrip())
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
@@ -87,7 +134,11 @@ def hydra_main(cfg: DictConfig) -> float:
 
 @contextmanager
 def failure_recorded(job_dir: Path) -> Iterator[None]:
-    """A job that raises leaves the traceback in `error.txt` in its folder (rlrun-report lists it as failed)."""
+    """A sweep job that raises leaves the traceback in `error.txt` in its folder (rlrun-report lists it as failed).
+    A single run reports on the terminal and leaves its folder as it was (a refused resume must not mark it)."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
     (job_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of a requeued job
     try:
         yield
@@ -113,8 +164,10 @@ def user_errors() -> Iterator[None]:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train one agent as `cfg` says in `run_dir`; return the final evaluation's mean return (a sweeper's objective)."""
+    """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
+    return the final evaluation's mean return (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    previous = previous_checkpoint(run_dir, config)
 
     import random
 
@@ -123,6 +176,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     from hydra.utils import get_class, instantiate
 
     from rlrun.envs import make_vector_env
+    from rlrun.optimality import optimality_gap_for
     from rlrun.trainer import Trainer, TrainerSettings
 
     algo_name = HydraConfig.get().runtime.choices["algo"]
@@ -137,12 +191,15 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     envs = make_vector_env(cfg.env)
     agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
 
-    print(f"rlrun: {algo_name} on {cfg.env.id}, {cfg.total_steps} steps -> {shown(run_dir)}")
+    resuming = f", resuming at step {previous['env_steps']}" if previous else ""
+    print(f"rlrun: {algo_name} on {cfg.env.id}, {cfg.total_steps} steps{resuming} -> {shown(run_dir)}")
     settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
                                checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every,
-                               seed=cfg.seed, algo=algo_name, progress=cfg.progress)
+                               seed=cfg.seed, algo=algo_name, progress=cfg.progress,
+                               checkpoint_keep=cfg.checkpoint.keep, save_replay=cfg.checkpoint.save_replay)
     try:
-        summary = Trainer(agent, envs, eval_envs, run_dir, settings, config).run()
+        diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent, cfg.algo.gamma)
+        summary = Trainer(agent, envs, eval_envs, run_dir, settings, config, diagnose).run(previous)
     finally:
         envs.close()
         eval_envs.close()
@@ -151,6 +208,23 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
           f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
           f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
     return final["mean_return"]
+
+
+def previous_checkpoint(run_dir: Path, config: dict) -> dict | None:
+    """The payload of run_dir/checkpoints/last.pt, if any, after checking it is a run of the same algo and env."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        return None
+    from rlrun import checkpoint
+
+    payload = checkpoint.load(path)
+    saved = payload.get("config", {})
+    was = (saved.get("algo", {}).get("_target_"), saved.get("env", {}).get("id"))
+    wanted = (config["algo"]["_target_"], config["env"]["id"])
+    if was != wanted:
+        raise ConfigError(f"{path} is a checkpoint of {was[0]} on {was[1]}, but this run asks for {wanted[0]} on "
+                          f"{wanted[1]}; resume with the same algo and env, or run in another folder")
+    return payload
 
 
 def shown(path: Path) -> str:

@@ -34,6 +34,7 @@ from rlrun.envs import observation_statistics, use_observation_statistics
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval/mean_return"
+REPLAY_SAVE_LIMIT = 2**30  # bytes: larger replay buffers are saved only with checkpoint.save_replay=true
 
 
 class TrainingDiverged(ConfigError):
@@ -50,6 +51,7 @@ class TrainerSettings:
     algo: str
     progress: bool = True
     checkpoint_keep: int = 1  # interval checkpoints kept: last.pt, plus step_<N>.pt for the K - 1 before it
+    save_replay: bool | None = None  # the agent's replay buffer in last.pt; None: when it is under 1 GiB
 
 
 def true_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -166,6 +168,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.diagnose = diagnose
         self.diagnostics: dict[str, float] = {}
+        self.warned_replay = False
 
     def run(self, resume_from: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train for settings.total_steps env steps, from scratch or from a checkpoint's payload; return the
@@ -208,7 +211,7 @@ class Trainer:
         self.evaluations = payload["evaluations"]
         self.metrics = MetricMeans(**payload["metric_sums"])
         self.diagnostics = payload["diagnostics"]
-        use_observation_statistics(self.envs, payload["observation_statistics"])
+        use_observation_statistics(self.envs, payload["observation_statistics"], freeze=False)
         restore_rng_state(payload["rng"])
         log.info("resuming at env step %d from %s", self.env_steps, self.run_dir / "checkpoints" / "last.pt")
 
@@ -305,9 +308,24 @@ class Trainer:
             for old in kept[:-(self.settings.checkpoint_keep - 1)]:
                 old.unlink()
 
+    def _agent_state(self, with_replay: bool) -> dict[str, Any]:
+        """The agent's state, its replay buffer (key `replay_buffer`) left out unless wanted and allowed."""
+        state = self.agent.state_dict()
+        replay = state.pop("replay_buffer", None)
+        if replay is None or not with_replay or self.settings.save_replay is False:
+            return state
+        size = sum(tensor.nbytes for tensor in replay["fields"].values())
+        if self.settings.save_replay is None and size > REPLAY_SAVE_LIMIT:
+            if not self.warned_replay:
+                log.warning("the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts with an "
+                            "empty buffer; set checkpoint.save_replay=true to save it", size / 2**30)
+                self.warned_replay = True
+            return state
+        return {**state, "replay_buffer": replay}
+
     def _save_checkpoint(self, name: str) -> None:
         checkpoint.save(self.run_dir / "checkpoints" / name, {
-            "agent": self.agent.state_dict(),
+            "agent": self._agent_state(with_replay=name != "best.pt"),
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "best_eval_return": self.best_eval_return,

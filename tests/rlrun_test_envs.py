@@ -14,8 +14,9 @@ class Corridor(gym.Env):
     observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, length: int = 5):
+    def __init__(self, length: int = 5, reward: float = 1.0):
         self.length = length
+        self.reward = reward
         self.position = 0
 
     def reset(self, *, seed=None, options=None):
@@ -25,7 +26,7 @@ class Corridor(gym.Env):
 
     def step(self, action):
         self.position += 1
-        return np.array([self.position], np.float32), 1.0, self.position >= self.length, False, {}
+        return np.array([self.position], np.float32), self.reward, self.position >= self.length, False, {}
 
 
 gym.register("RlrunTest/Corridor-v0", entry_point=Corridor)

@@ -14,7 +14,7 @@ from conftest import read_summary, run_rlrun
 def test_help_lists_groups_and_keys(tmp_path):
     result = run_rlrun("--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert re.search(r"algo: +reinforce", result.stdout)
+    assert re.search(r"algo: .*\breinforce\b", result.stdout)
     assert "CartPole-v1" in result.stdout and "total_steps:" in result.stdout
 
 

@@ -202,8 +202,10 @@ class A2C:
         return dict(zip(("policy_loss", "value_loss", "entropy"), losses))
 
     def state_dict(self) -> dict[str, Any]:
+        # the unfinished rollout too, so that a resumed run updates on exactly the same steps
+        rollout = [{name: torch.from_numpy(np.asarray(value)) for name, value in vars(t).items()} for t in self.rollout]
         return {"nets": self.nets.state_dict(), "log_std": self.log_std.detach(),
-                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps}
+                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps, "rollout": rollout}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
@@ -211,3 +213,5 @@ class A2C:
             self.log_std.copy_(state["log_std"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
+        self.rollout = [Transition(**{name: value.numpy() for name, value in step.items()})
+                        for step in state["rollout"]]

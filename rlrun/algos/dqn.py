@@ -187,11 +187,16 @@ class DQN:
                 target.mul_(1.0 - self.tau).add_(online, alpha=self.tau)
 
     def state_dict(self) -> dict[str, Any]:
+        # the n-step windows are left out: at a checkpoint (a sync point) every episode has just ended
         return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps}
+                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps,
+                "rng": self.rng.bit_generator.state, "replay_buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q.load_state_dict(state["q"])
         self.q_target.load_state_dict(state["q_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
+        self.rng.bit_generator.state = state["rng"]
+        if "replay_buffer" in state:  # a checkpoint written with checkpoint.save_replay=false has none
+            self.buffer.load_state_dict(state["replay_buffer"])

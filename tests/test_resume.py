@@ -1,0 +1,166 @@
+"""Crash and resume through the CLI: SIGKILL after a checkpoint, `resume=`, and the same result as an
+uninterrupted run; `rlrun-eval` on the saved agent; bad input answered in one line with nothing lost."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import RLRUN, read_summary, run_rlrun
+from rlrun.checks import packaged_configs
+
+RLRUN_EVAL = str(Path(sys.executable).parent / "rlrun-eval")
+
+# Per algorithm: a deterministic config whose first checkpoint comes early and whose run lasts a few seconds more.
+RUNS = {
+    "reinforce": ["env=CartPole-v1", "total_steps=12000", "checkpoint.every=3000", "eval.every=3000"],
+    "qlearning": ["env=FrozenLake-v1", "total_steps=60000", "checkpoint.every=15000", "eval.every=15000"],
+    "sarsa": ["env=CliffWalking-v1", "total_steps=40000", "checkpoint.every=10000", "eval.every=10000"],
+    "dqn": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000",
+            "algo.learning_starts=500"],
+    "a2c": ["env=CartPole-v1", "total_steps=12000", "checkpoint.every=3000", "eval.every=3000"],
+    "ddpg": ["env=Pendulum-v1", "total_steps=2400", "checkpoint.every=600", "eval.every=600",
+             "algo.learning_starts=300"],
+}
+ALGOS = sorted(path.stem for path in packaged_configs("algo"))
+SAME = ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return")
+
+
+def start(algo: str, run_dir: str, cwd: Path) -> subprocess.Popen:
+    args = [RLRUN, f"algo={algo}", *RUNS[algo], "seed=0", "progress=false", f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_killed_run_resumes_to_the_same_result(tmp_path, algo):
+    whole, killed = start(algo, "whole", tmp_path), start(algo, "killed", tmp_path)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    while not last.exists():
+        assert killed.poll() is None, killed.stderr.read()
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.5))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert whole.wait() == 0, whole.stderr.read()
+    assert not (tmp_path / "killed" / "summary.json").exists()  # it died before the end
+
+    resumed = run_rlrun("resume=killed", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = read_summary(tmp_path / "whole"), read_summary(tmp_path / "killed")
+    assert {key: got[key] for key in SAME} == {key: expected[key] for key in SAME}
+    assert got.get("tabular") == expected.get("tabular")
+    assert scalar_steps(tmp_path / "killed", "eval/mean_return") == scalar_steps(tmp_path / "whole", "eval/mean_return")
+    sps_steps = scalar_steps(tmp_path / "killed", "charts/SPS")
+    assert sps_steps == sorted(set(sps_steps)) == scalar_steps(tmp_path / "whole", "charts/SPS")
+
+    evaluated = subprocess.run([RLRUN_EVAL, "killed", "episodes=3", "video=true"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "over 3 episodes" in evaluated.stdout
+    (video,) = (tmp_path / "killed" / "videos").glob("*.mp4")
+    assert video.stat().st_size > 1000
+    assert "eval/video" in EventAccumulator(str(tmp_path / "killed")).Reload().Tags()["tensors"] + \
+        EventAccumulator(str(tmp_path / "killed")).Reload().Tags()["images"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("finished")
+    result = run_rlrun("total_steps=2000", "eval.every=1000", "checkpoint.every=1000", "hydra.run.dir=run", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir / "run"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("rlrun") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def copy_of(run: Path, destination: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, destination))
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "cannot be read safely"),
+    ("malicious", "cannot be read safely"),
+    ("other algo", "is a checkpoint of rlrun.algos.reinforce.Reinforce on CartPole-v1, but this run asks for "
+                   "rlrun.algos.qlearning.QLearning on FrozenLake-v1"),
+])
+def test_resume_refuses_a_bad_checkpoint_and_changes_nothing(finished_run, tmp_path, damage, message):
+    run = copy_of(finished_run, tmp_path / "run")
+    last = run / "checkpoints" / "last.pt"
+    extra = []
+    if damage == "truncate":
+        last.write_bytes(last.read_bytes()[:200])
+    elif damage == "malicious":
+        last.write_bytes(pickle.dumps({"agent": RunsCode()}, protocol=2))
+    else:
+        extra = ["algo=qlearning", "env=FrozenLake-v1"]
+    before = snapshot(run)
+    result = run_rlrun("resume=run", *extra, cwd=tmp_path)
+    assert_one_line_error(result, message)
+    after = snapshot(run)
+    assert {name: data for name, data in after.items() if name != "rlrun.log"} == \
+        {name: data for name, data in before.items() if name != "rlrun.log"}  # the log only grows
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["resume=nowhere"], "resume=nowhere: there is no such folder"),
+    (["resume=empty"], "resume=empty: the folder holds no checkpoints/last.pt to resume from"),
+    (["hydra.run.dir=a_file/run"], "cannot write the run folder a_file/run"),
+])
+def test_resume_and_output_folder_errors(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    assert_one_line_error(run_rlrun(*args, cwd=tmp_path), message)
+
+
+def test_a_diverging_loss_stops_with_one_line(tmp_path):
+    result = run_rlrun("env=gym", "env.id=rlrun_test_envs:RlrunTest/Corridor-v0", "+env.kwargs.reward=inf",
+                       "+env.kwargs.disable_env_checker=true",  # no warning about the reward: one line only
+                       "algo.episodes_per_update=1", "total_steps=200", "hydra.run.dir=run", cwd=tmp_path)
+    assert_one_line_error(result, "losses/policy_loss became nan at env step 5; training stopped and no checkpoint "
+                                  "was written before")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: None, "does not exist"),
+    (lambda path: path.write_bytes(pickle.dumps({"agent": RunsCode()}, protocol=2)), "cannot be read safely"),
+    (lambda path: __import__("torch").save({"weights": __import__("torch").zeros(2)}, path),
+     "is not an rlrun checkpoint"),
+])
+def test_rlrun_eval_refuses_bad_checkpoints(tmp_path, make, message):
+    make(tmp_path / "model.pt")
+    result = subprocess.run([RLRUN_EVAL, "model.pt"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "pwned.txt").exists()
