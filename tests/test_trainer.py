@@ -194,3 +194,21 @@ def test_checkpoint_keep_holds_the_last_k_interval_checkpoints(tmp_path):
             settings, CONFIG).run()
     names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
     assert names == ["best.pt", "last.pt", "step_30.pt", "step_36.pt"]
+
+
+class ReplayAgent(RecordingAgent):
+    def state_dict(self):
+        return {**super().state_dict(), "replay_buffer": {"fields": {"obs": torch.zeros(1000)}, "size": 1000}}
+
+
+@pytest.mark.parametrize("save_replay, limit, saved", [(None, 2**30, True), (None, 100, False), (True, 100, True),
+                                                       (False, 2**30, False)])
+def test_the_replay_buffer_goes_into_last_pt_as_checkpoint_save_replay_says(tmp_path, monkeypatch, save_replay,
+                                                                            limit, saved):
+    monkeypatch.setattr("rlrun.trainer.REPLAY_SAVE_LIMIT", limit)  # bytes; the buffer holds 4000
+    settings = TrainerSettings(total_steps=10, eval_every=100, checkpoint_every=100, log_every=5, seed=0,
+                               progress=False, algo="recording", save_replay=save_replay)
+    Trainer(ReplayAgent(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
+            settings, CONFIG).run()
+    assert ("replay_buffer" in checkpoint.load(tmp_path / "checkpoints" / "last.pt")["agent"]) is saved
+    assert "replay_buffer" not in checkpoint.load(tmp_path / "checkpoints" / "best.pt")["agent"]
