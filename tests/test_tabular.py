@@ -206,3 +206,14 @@ def test_sutton_barto_cliff_walking_sarsa_walks_safer_than_q_learning(seed):
     assert np.mean(sarsa_returns[100:]) > np.mean(q_returns[100:])  # the book: about -25 vs -50
     greedy_return = OptimalityGap(TabularModel(space.unwrapped.P, 1.0), space.unwrapped.initial_state_distrib)
     assert greedy_return.optimal_start_value - greedy_return(q_learning)["tabular/greedy_value_gap"] == -13.0
+
+
+@pytest.mark.parametrize("algo", [QLearning, Sarsa])
+def test_envs_updating_the_same_cell_average_their_td_errors(algo):
+    learner = agent(algo)
+    terminal_rewards = Transition(np.array([0, 0, 2]), np.array([1, 1, 0]), np.array([1.0, 3.0, 0.0]),
+                                  np.array([1, 1, 1]), np.array([True, True, True]), np.array([False, False, False]))
+    learner.observe(terminal_rewards)
+    # TD errors at Q[0, 1] = 2: (1 - 2) and (3 - 2), mean 0: no change (a sum of 8 such errors would overshoot)
+    assert learner.q_table[0, 1] == pytest.approx(2.0)
+    assert learner.q_table[2, 0] == pytest.approx(4.0 + ALPHA * (0.0 - 4.0))

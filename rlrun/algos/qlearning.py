@@ -9,6 +9,8 @@ For each transition (s, a, r, s') of every env, with learning rate alpha:
     y        = r                                 if s' is terminal (terminated): no bootstrap
     Q[s, a] += alpha * (y - Q[s, a])
 
+Transitions of one vector step that share (s, a) average their TD errors (y - Q[s, a]) in one update.
+
 Behaviour policy: epsilon-greedy in Q (ties broken at random); the greedy policy (argmax, first
 index among ties) is evaluated. epsilon and alpha follow rlrun.schedules.Schedule over env steps.
 """
@@ -52,7 +54,10 @@ class QLearning:
         target = r + self.gamma * (1.0 - t.terminated) * self.q_table[s_next].max(1)
         td_error = target - self.q_table[s, a]
         alpha = self.alpha(self.env_steps)
-        np.add.at(self.q_table, (s, a), alpha * td_error)
+        # envs that update the same (s, a) in this step average their TD errors: a sum would multiply alpha
+        cells = s * self.q_table.shape[1] + a
+        sharing = (cells[:, None] == cells).sum(1)
+        np.add.at(self.q_table.reshape(-1), cells, alpha * td_error / sharing)
         self.env_steps += len(r)
         return {"td_error": float(np.abs(td_error).mean()), "charts/epsilon": self.epsilon(self.env_steps),
                 "charts/alpha": alpha}

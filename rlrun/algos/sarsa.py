@@ -13,6 +13,8 @@ and is then the action the agent actually takes in s':
     y        = r                          if s' is terminal (terminated): no bootstrap
     Q[s, a] += alpha * (y - Q[s, a])
 
+Transitions of one vector step that share (s, a) average their TD errors (y - Q[s, a]) in one update.
+
 Across an autoreset the next action is chosen afresh in the new episode's first state; it never
 serves as a' for the previous episode's last transition. The greedy policy (argmax, first index
 among ties) is evaluated. epsilon and alpha follow rlrun.schedules.Schedule over env steps.
@@ -64,7 +66,10 @@ class Sarsa:
         target = r + self.gamma * (1.0 - t.terminated) * self.q_table[s_next, a_next]
         td_error = target - self.q_table[s, a]
         alpha = self.alpha(self.env_steps)
-        np.add.at(self.q_table, (s, a), alpha * td_error)
+        # envs that update the same (s, a) in this step average their TD errors: a sum would multiply alpha
+        cells = s * self.q_table.shape[1] + a
+        sharing = (cells[:, None] == cells).sum(1)
+        np.add.at(self.q_table.reshape(-1), cells, alpha * td_error / sharing)
         self.next_actions = np.where(t.terminated | t.truncated, NO_ACTION, a_next)
         self.env_steps += len(r)
         return {"td_error": float(np.abs(td_error).mean()), "charts/epsilon": self.epsilon(self.env_steps),
