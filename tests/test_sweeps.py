@@ -130,15 +130,15 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_a_preempted_submitit_job_is_requeued_into_the_same_folder(tmp_path):
+def test_a_preempted_submitit_job_is_requeued_and_resumes_in_its_own_folder(tmp_path):
     """SLURM's preemption/timeout signal (USR2), here sent to a submitit_local job: submitit requeues it with the
-    same arguments and it runs again in its own folder."""
+    same arguments, and it resumes from the last checkpoint in its own folder."""
     sweep = subprocess.Popen([RLRUN, "-m", "seed=0", "hydra/launcher=submitit_local", "hydra.sweep.dir=sweep",
-                              "total_steps=20000", "eval.every=10000"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    job = tmp_path / "sweep" / "eval.every=10000,seed=0,total_steps=20000"
+                              "total_steps=20000", "eval.every=10000", "checkpoint.every=4000"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = tmp_path / "sweep" / "checkpoint.every=4000,eval.every=10000,seed=0,total_steps=20000"
     deadline = time.monotonic() + 120
-    while not list(job.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+    while not (job / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sweep.poll() is None, "the job ended before it could be preempted"
     (controller,) = [int(path.name) for path in (tmp_path / "sweep" / ".submitit").iterdir() if path.name.isdigit()]
@@ -150,6 +150,7 @@ def test_a_preempted_submitit_job_is_requeued_into_the_same_folder(tmp_path):
     assert list(job_dirs(tmp_path / "sweep")) == [job.name]
     submitit_log = "".join(path.read_text() for path in (tmp_path / "sweep" / ".submitit").glob("*/*_log.*"))
     assert "Requeued job" in submitit_log
+    assert "resuming at step" in submitit_log  # the second attempt's stdout
 
 
 @pytest.mark.parametrize("path", packaged_configs("sweep"), ids=lambda path: path.stem)
@@ -180,3 +181,13 @@ def test_slurm_example_config_extends_the_submitit_slurm_launcher():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
+
+
+def test_ray_launcher_runs_the_jobs_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the optional extra rlrun[ray] is not installed")
+    result = run_rlrun("-m", "seed=0,1", "hydra/launcher=ray", "hydra.sweep.dir=sweep", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = job_dirs(tmp_path / "sweep")
+    assert len(jobs) == 2
+    for run_dir in jobs.values():
+        assert_complete(run_dir)
