@@ -1,9 +1,11 @@
-"""rlrun's tuned DQN and A2C against Stable-Baselines3 with rl-zoo3's tuned hyperparameters, in one run.
+"""rlrun's tuned DQN, A2C and DDPG against Stable-Baselines3 with rl-zoo3's tuned hyperparameters, in one run.
 
 Run it in an environment with the `bench` extra (`pip install -e ".[bench]"`):
 
     python bench/compare_sb3.py                      # CartPole-v1, DQN and A2C, seeds 0 1 2
     python bench/compare_sb3.py --algos a2c --seeds 0
+    python bench/compare_sb3.py --jobs 3            # each system's three seeds side by side
+    python bench/compare_sb3.py --env Pendulum-v1 --algos ddpg --threshold -200 --systems rlrun sb3 cleanrl
 
 Both systems use the same evaluation protocol: 10 deterministic episodes, side by side on 10 envs,
 every 5,000 env steps and at the end. rlrun runs its `rlrun` command with the tuned preset; SB3 runs
@@ -12,6 +14,7 @@ with the hyperparameters read from rl-zoo3's hyperparams/<algo>.yml. Printed per
 training) to the first evaluation >= the threshold, the final evaluation return, and training
 steps per second (evaluations excluded). For A2C it also measures the raw step rate of the vector
 env (same env and num_envs as the preset, random actions) that bounds A2C's training throughput.
+The `cleanrl` system is rlrun with CleanRL's default hyperparameters for the algorithm (CLEANRL below).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -33,20 +37,27 @@ import yaml
 EVAL_EVERY = 5000
 EVAL_EPISODES = 10
 RLRUN = str(Path(sys.executable).parent / "rlrun")
+# CleanRL's defaults (ddpg_continuous_action.py: 256x256 ReLU, lr 3e-4, policy_frequency 2), run by rlrun;
+# learning_starts is rl-zoo3's 10k, as CleanRL's 25k random steps would use the whole 20k budget
+CLEANRL = {"ddpg": ["algo.actor_lr=3e-4", "algo.critic_lr=3e-4", "algo.gamma=0.99", "algo.tau=0.005",
+                    "algo.batch_size=256", "algo.exploration_noise=0.1", "algo.policy_delay=2",
+                    "algo.learning_starts=10000", "network.hidden_sizes=[256,256]", "network.activation=relu"]}
 
 
 def first_solve(evaluations: list[dict], threshold: float) -> dict | None:
     return next((e for e in evaluations if e["mean_return"] >= threshold), None)
 
 
-def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path) -> dict:
-    """One `rlrun` run with the tuned preset; eval times are read from its TensorBoard events."""
+def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path, system: str = "rlrun") -> dict:
+    """One `rlrun` run with the tuned preset (overridden by CleanRL's defaults for system=cleanrl);
+    eval times are read from its TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = workdir / f"rlrun-{algo}-{seed}"
+    overrides = CLEANRL[algo] if system == "cleanrl" else []
+    run_dir = workdir / f"{system}-{algo}-{seed}"
     result = subprocess.run([RLRUN, f"algo={algo}", f"env={env_id}", f"seed={seed}", f"eval.every={EVAL_EVERY}",
-                             f"eval.episodes={EVAL_EPISODES}", "progress=false", f"hydra.run.dir={run_dir}"],
-                            capture_output=True, text=True)
+                             f"eval.episodes={EVAL_EPISODES}", "progress=false", f"hydra.run.dir={run_dir}",
+                             *overrides], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -73,7 +84,19 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict:
         params["policy_kwargs"] = eval(params["policy_kwargs"], {"dict": dict, "nn": nn})  # the zoo's format
     if params.pop("normalize", False):
         raise NotImplementedError(f"rl-zoo3 normalizes {env_id} for {algo}; this bench does not wrap VecNormalize")
+    if "noise_type" in params:  # the zoo's keys for the action noise of DDPG, TD3 and SAC
+        params["action_noise"] = action_noise(params.pop("noise_type"), params.pop("noise_std"), env_id)
     return params
+
+
+def action_noise(noise_type: str, std: float, env_id: str):
+    """SB3's action noise as rl-zoo3 builds it from noise_type and noise_std."""
+    import gymnasium as gym
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+
+    dims = gym.make(env_id).action_space.shape[0]
+    noise = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}[noise_type]
+    return noise(mean=np.zeros(dims), sigma=std * np.ones(dims))
 
 
 def run_sb3(algo: str, env_id: str, seed: int) -> dict:
@@ -153,25 +176,28 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["rlrun", "sb3"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threshold", type=float, default=475.0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds run side by side (both systems alike; wall times grow with the sharing)")
     parser.add_argument("--out", type=Path, help="write every run's evaluations here as JSON")
     args = parser.parse_args()
+    if "cleanrl" in args.systems and not set(args.algos) <= set(CLEANRL):
+        parser.error(f"--systems cleanrl: CleanRL defaults are here for {', '.join(CLEANRL)} only")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)  # as rlrun's torch_threads default
 
     results: dict = {}
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(args.jobs) as pool:
         for algo in args.algos:
             for system in args.systems:
-                runs = []
-                for seed in args.seeds:
-                    run = run_rlrun(algo, args.env, seed, Path(workdir)) if system == "rlrun" else \
-                        run_sb3(algo, args.env, seed)
+                futures = [pool.submit(run_sb3, algo, args.env, seed) if system == "sb3" else
+                           pool.submit(run_rlrun, algo, args.env, seed, Path(workdir), system) for seed in args.seeds]
+                runs = [future.result() for future in futures]
+                for seed, run in zip(args.seeds, runs):
                     trace = " ".join(f"{e['mean_return']:.0f}" for e in run["evaluations"])
                     print(f"{system} {algo} seed {seed}: {run['steps_per_second']:.0f} steps/s; evals: {trace}",
                           flush=True)
-                    runs.append(run)
                 results[(algo, system)] = (runs, summarize(runs, args.threshold))
 
     print(f"\n{args.env}, threshold {args.threshold:g}, eval {EVAL_EPISODES} deterministic episodes every "
