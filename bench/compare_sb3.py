@@ -99,7 +99,7 @@ def action_noise(noise_type: str, std: float, env_id: str):
     return noise(mean=np.zeros(dims), sigma=std * np.ones(dims))
 
 
-def run_sb3(algo: str, env_id: str, seed: int) -> dict:
+def run_sb3(algo: str, env_id: str, seed: int, max_steps: int | None = None) -> dict:
     import stable_baselines3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -107,6 +107,7 @@ def run_sb3(algo: str, env_id: str, seed: int) -> dict:
 
     params = zoo_hyperparams(algo, env_id)
     total_steps, num_envs = int(params.pop("n_timesteps")), int(params.pop("n_envs", 1))
+    total_steps = min(total_steps, max_steps or total_steps)
     envs = make_vec_env(env_id, n_envs=num_envs, seed=seed)
     eval_envs = make_vec_env(env_id, n_envs=EVAL_EPISODES, seed=seed + 10_000)
     model = getattr(stable_baselines3, algo.upper())(env=envs, seed=seed, device="cpu", **params)
@@ -177,7 +178,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threshold", type=float, default=475.0)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="seeds run side by side (both systems alike; wall times grow with the sharing)")
+                        help="runs side by side, both systems' at once (wall times grow with the sharing)")
+    parser.add_argument("--sb3-max-steps", type=int, help="cut SB3's budget (rl-zoo3's n_timesteps) to this many steps")
     parser.add_argument("--out", type=Path, help="write every run's evaluations here as JSON")
     args = parser.parse_args()
     if "cleanrl" in args.systems and not set(args.algos) <= set(CLEANRL):
@@ -189,16 +191,16 @@ def main() -> None:
 
     results: dict = {}
     with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(args.jobs) as pool:
-        for algo in args.algos:
-            for system in args.systems:
-                futures = [pool.submit(run_sb3, algo, args.env, seed) if system == "sb3" else
-                           pool.submit(run_rlrun, algo, args.env, seed, Path(workdir), system) for seed in args.seeds]
-                runs = [future.result() for future in futures]
-                for seed, run in zip(args.seeds, runs):
-                    trace = " ".join(f"{e['mean_return']:.0f}" for e in run["evaluations"])
-                    print(f"{system} {algo} seed {seed}: {run['steps_per_second']:.0f} steps/s; evals: {trace}",
-                          flush=True)
-                results[(algo, system)] = (runs, summarize(runs, args.threshold))
+        futures = {(algo, system): [pool.submit(run_sb3, algo, args.env, seed, args.sb3_max_steps) if system == "sb3"
+                                    else pool.submit(run_rlrun, algo, args.env, seed, Path(workdir), system)
+                                    for seed in args.seeds]
+                   for algo in args.algos for system in args.systems}  # all submitted: --jobs runs share the CPU
+        for (algo, system), jobs in futures.items():
+            runs = [job.result() for job in jobs]
+            for seed, run in zip(args.seeds, runs):
+                trace = " ".join(f"{e['mean_return']:.0f}" for e in run["evaluations"])
+                print(f"{system} {algo} seed {seed}: {run['steps_per_second']:.0f} steps/s; evals: {trace}", flush=True)
+            results[(algo, system)] = (runs, summarize(runs, args.threshold))
 
     print(f"\n{args.env}, threshold {args.threshold:g}, eval {EVAL_EPISODES} deterministic episodes every "
           f"{EVAL_EVERY} env steps, seeds {' '.join(map(str, args.seeds))} (medians; first-solve medians over "
