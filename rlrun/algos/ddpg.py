@@ -234,7 +234,8 @@ class DDPG:
                  "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
                  "actor_optimizer": self.actor_optimizer.state_dict(),
                  "critic_optimizer": self.critic_optimizer.state_dict(),
-                 "env_steps": self.env_steps, "critic_updates": self.critic_updates}
+                 "env_steps": self.env_steps, "critic_updates": self.critic_updates,
+                 "rng": self.rng.bit_generator.state, "replay_buffer": self.buffer.state_dict()}
         if self.ou_noise is not None and self.ou_noise.state is not None:
             state["ou_state"] = self.ou_noise.state.clone()
         return state
@@ -243,5 +244,8 @@ class DDPG:
         for name in ("actor", "critic", "actor_target", "critic_target", "actor_optimizer", "critic_optimizer"):
             getattr(self, name).load_state_dict(state[name])
         self.env_steps, self.critic_updates = state["env_steps"], state["critic_updates"]
+        self.rng.bit_generator.state = state["rng"]
+        if "replay_buffer" in state:  # a checkpoint written with checkpoint.save_replay=false has none
+            self.buffer.load_state_dict(state["replay_buffer"])
         if self.ou_noise is not None and "ou_state" in state:
             self.ou_noise.state = state["ou_state"].to(self.device)
