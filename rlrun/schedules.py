@@ -46,3 +46,26 @@ def schedule_from(key: str, settings: Mapping[str, Any], valid: Callable[[float]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
             raise ConfigError(f"{key}.{name}={value!r} is invalid: it must be {must_be}")
     return schedule
+
+
+LR_SCHEDULES = ("constant", "linear")
+
+
+class LearningRateSchedule:
+    """`algo.lr_schedule`: constant keeps each optimizer param group's learning rate; linear decays it to 0
+    over `total_steps` env steps (a stable policy at the end of the budget)."""
+
+    def __init__(self, lr_schedule: str, total_steps: int | None):
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+        if lr_schedule == "linear" and not total_steps:
+            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
+        self.decay_over = total_steps if lr_schedule == "linear" else None
+
+    def apply(self, optimizer: Any, env_steps: int) -> None:
+        """Set the learning rates for `env_steps`; call before each optimizer step."""
+        if self.decay_over is None:
+            return
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # kept in the optimizer's state_dict, hence in checkpoints
+            group["lr"] = group["initial_lr"] * max(0.0, 1.0 - env_steps / self.decay_over)

@@ -119,13 +119,13 @@ def test_state_dict_round_trip_gives_the_same_policy(tmp_path):
     from rlrun import checkpoint
 
     source = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), mlp, baseline="value")
-    source.log_std.data.fill_(-0.7)
+    source.head.log_std.data.fill_(-0.7)
     path = tmp_path / "agent.pt"
     checkpoint.save(path, {"agent": source.state_dict()})
     restored = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), mlp, baseline="value")
     restored.load_state_dict(checkpoint.load(path)["agent"])
     obs = np.linspace(-1, 1, 10, dtype=np.float32)[:, None]
     np.testing.assert_array_equal(restored.act(obs, explore=False), source.act(obs, explore=False))
-    assert torch.equal(restored.log_std, source.log_std)
+    assert torch.equal(restored.head.log_std, source.head.log_std)
     x = torch.as_tensor(obs)
     assert torch.equal(restored.value(x), source.value(x))

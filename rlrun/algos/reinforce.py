@@ -35,13 +35,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
 
 from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, resolve_device
+from rlrun.networks import ObservationEncoder, PolicyHead, resolve_device
+from rlrun.schedules import LearningRateSchedule
 
 BASELINES = ("none", "mean", "value")
-LR_SCHEDULES = ("constant", "linear")
 
 
 class Reinforce:
@@ -62,47 +61,25 @@ class Reinforce:
         self.normalize_returns = normalize_returns
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
-        if lr_schedule == "linear" and not total_steps:
-            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
-        self.anneal_over = total_steps if lr_schedule == "linear" else None
+        self.lr_schedule = LearningRateSchedule(lr_schedule, total_steps)
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.action_shape = () if self.discrete else action_space.shape
-        self.policy = make_net(self.encode.dim, action_dim).to(self.device)
-        self.log_std = nn.Parameter(torch.zeros(action_dim, device=self.device), requires_grad=not self.discrete)
-        policy_params = list(self.policy.parameters()) + ([] if self.discrete else [self.log_std])
-        param_groups = [{"params": policy_params, "lr": lr, "initial_lr": lr}]
+        self.head = PolicyHead(action_space).to(self.device)
+        self.policy = make_net(self.encode.dim, self.head.action_dim).to(self.device)
+        policy_params = list(self.policy.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
+        param_groups = [{"params": policy_params, "lr": lr}]
         self.value = make_net(self.encode.dim, 1).to(self.device) if baseline == "value" else None
         if self.value is not None:
-            param_groups.append({"params": list(self.value.parameters()), "lr": value_lr, "initial_lr": value_lr})
+            param_groups.append({"params": list(self.value.parameters()), "lr": value_lr})
         self.optimizer = torch.optim.Adam(param_groups)
 
         self.running: list[list[tuple[Any, Any, float]]] = []  # per env: (s_t, a_t, r_t) of the current episode
         self.finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (states, actions, R_t) per episode
 
-    def distribution(self, x: torch.Tensor) -> Distribution:
-        out = self.policy(x)
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.log_std.exp(), validate_args=False)
-
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         with torch.inference_mode():
-            out = self.policy(self.encode(obs))
-            if self.discrete and explore:
-                # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits),
-                # at a third of the cost of Categorical(logits).sample() for one small batch.
-                action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
-            elif self.discrete:
-                action = out.argmax(-1)
-            else:
-                action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
-        return action.cpu().numpy().reshape((len(obs), *self.action_shape))
+            return self.head.act(self.policy(self.encode(obs)), explore)
 
     def observe(self, t: Transition) -> dict[str, float]:
         if not self.running:
@@ -139,11 +116,7 @@ class Reinforce:
         states, actions, returns = (np.concatenate(parts) for parts in zip(*self.finished))
         x = self.encode(states)
         returns_t = torch.as_tensor(returns, device=self.device)
-        pi = self.distribution(x)
-        log_prob = pi.log_prob(torch.as_tensor(actions, device=self.device))
-        entropy = pi.entropy()
-        if not self.discrete:
-            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        log_prob, entropy = self.head.log_prob_and_entropy(self.policy(x), torch.as_tensor(actions, device=self.device))
 
         if self.baseline == "value":
             values = self.value(x).squeeze(-1)
@@ -162,10 +135,7 @@ class Reinforce:
         if value_loss is not None:
             loss = loss + value_loss
 
-        if self.anneal_over:
-            remaining = max(0.0, 1.0 - self.env_steps / self.anneal_over)
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * remaining
+        self.lr_schedule.apply(self.optimizer, self.env_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
@@ -180,7 +150,7 @@ class Reinforce:
     def state_dict(self) -> dict[str, Any]:
         # finished episodes waiting for the next update; the running ones are empty at a checkpoint (a sync point)
         finished = [tuple(torch.from_numpy(np.asarray(part)) for part in episode) for episode in self.finished]
-        state = {"policy": self.policy.state_dict(), "log_std": self.log_std.detach(),
+        state = {"policy": self.policy.state_dict(), "head": self.head.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps, "finished": finished}
         if self.value is not None:
             state["value"] = self.value.state_dict()
@@ -188,8 +158,7 @@ class Reinforce:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        with torch.no_grad():
-            self.log_std.copy_(state["log_std"])
+        self.head.load_state_dict(state["head"])
         if self.value is not None:
             self.value.load_state_dict(state["value"])
         self.optimizer.load_state_dict(state["optimizer"])
