@@ -90,21 +90,21 @@ def test_gaussian_actions_and_a_shared_trunk():
     np.testing.assert_allclose(samples.std(0), math.exp(-1.0), atol=0.03)
     step = Transition(obs[:3], samples[:3], np.ones(3), obs[:3], np.zeros(3, bool), np.zeros(3, bool))
     a2c.observe(step)
-    before = a2c.log_std.detach().clone()
+    before = a2c.head.log_std.detach().clone()
     assert set(a2c.observe(step)) == {"policy_loss", "value_loss", "entropy"}
-    assert not torch.equal(before, a2c.log_std)  # the log-std is learned
+    assert not torch.equal(before, a2c.head.log_std)  # the log-std is learned
 
 
 def test_state_dict_round_trip(tmp_path):
     make = partial(A2C, OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), network)
     source = make()
-    source.log_std.data.fill_(-0.3)
+    source.head.log_std.data.fill_(-0.3)
     checkpoint.save(tmp_path / "a2c.pt", {"agent": source.state_dict()})
     restored = make()
     restored.load_state_dict(checkpoint.load(tmp_path / "a2c.pt")["agent"])
     obs = np.linspace(-1, 1, 7, dtype=np.float32)[:, None]
     np.testing.assert_array_equal(restored.act(obs, explore=False), source.act(obs, explore=False))
-    assert torch.equal(restored.log_std, source.log_std)
+    assert torch.equal(restored.head.log_std, source.head.log_std)
 
 
 # Observation normalization (env.normalize_observations, used by the A2C presets)

@@ -35,13 +35,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
 
 from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, resolve_device
+from rlrun.networks import ObservationEncoder, PolicyHead, resolve_device
+from rlrun.schedules import LearningRateSchedule
 
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
-LR_SCHEDULES = ("constant", "linear")
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
@@ -74,10 +73,6 @@ class A2C:
                  total_steps: int | None = None):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"algo.optimizer={optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
-        if lr_schedule == "linear" and not total_steps:
-            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
         self.device = resolve_device(device)
         self.gamma = gamma
         self.gae_lambda = gae_lambda
@@ -86,14 +81,12 @@ class A2C:
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
         self.normalize_advantages = normalize_advantages
-        self.lr = lr
-        self.anneal_over = total_steps if lr_schedule == "linear" else None
+        self.lr_schedule = LearningRateSchedule(lr_schedule, total_steps)
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.action_shape = () if self.discrete else action_space.shape
+        self.head = PolicyHead(action_space, log_std_init)
+        action_dim = self.head.action_dim
         self.shared_trunk = shared_trunk
         if shared_trunk:
             self.nets = nn.ModuleDict({"actor_critic": make_net(self.encode.dim, (action_dim, 1))})
@@ -103,9 +96,8 @@ class A2C:
         if orthogonal_init:
             self.initialize_orthogonally()
         self.nets.to(self.device)
-        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init), device=self.device),
-                                    requires_grad=not self.discrete)
-        self.params = list(self.nets.parameters()) + ([] if self.discrete else [self.log_std])
+        self.head.to(self.device)
+        self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
         self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr, eps=optimizer_eps, foreach=True)
         self.rollout: list[Transition] = []
 
@@ -138,22 +130,9 @@ class A2C:
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return (self.nets["actor_critic"](x)[1] if self.shared_trunk else self.nets["critic"](x)).squeeze(-1)
 
-    def distribution(self, out: torch.Tensor) -> Distribution:
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.log_std.exp(), validate_args=False)
-
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         with torch.inference_mode():
-            out = self.policy(self.encode(obs))
-            if self.discrete and explore:
-                # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits)
-                action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
-            elif self.discrete:
-                action = out.argmax(-1)
-            else:
-                action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
-        return action.cpu().numpy().reshape((len(obs), *self.action_shape))
+            return self.head.act(self.policy(self.encode(obs)), explore)
 
     def observe(self, t: Transition) -> dict[str, float]:
         self.rollout.append(t)
@@ -177,22 +156,17 @@ class A2C:
                             terminated, truncated, self.gamma, self.gae_lambda)
         advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
         value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
-        actions = torch.as_tensor(actions.reshape(batch, *self.action_shape), device=self.device)
+        actions = torch.as_tensor(actions.reshape(batch, *self.head.action_shape), device=self.device)
 
         if self.normalize_advantages and batch > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        pi = self.distribution(out)
-        log_prob, entropy = pi.log_prob(actions), pi.entropy()
-        if not self.discrete:
-            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        log_prob, entropy = self.head.log_prob_and_entropy(out, actions)
         policy_loss = -(log_prob * advantages).mean()
         value_loss = (values - value_targets).pow(2).mean()
         entropy = entropy.mean()
         loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
 
-        if self.anneal_over:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * max(0.0, 1.0 - self.env_steps / self.anneal_over)
+        self.lr_schedule.apply(self.optimizer, self.env_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
@@ -204,13 +178,12 @@ class A2C:
     def state_dict(self) -> dict[str, Any]:
         # the unfinished rollout too, so that a resumed run updates on exactly the same steps
         rollout = [{name: torch.from_numpy(np.asarray(value)) for name, value in vars(t).items()} for t in self.rollout]
-        return {"nets": self.nets.state_dict(), "log_std": self.log_std.detach(),
+        return {"nets": self.nets.state_dict(), "head": self.head.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps, "rollout": rollout}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
-        with torch.no_grad():
-            self.log_std.copy_(state["log_std"])
+        self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
         self.rollout = [Transition(**{name: value.numpy() for name, value in step.items()})

@@ -43,10 +43,9 @@ from torch import nn
 from rlrun.buffers import ReplayBuffer
 from rlrun.core import ConfigError, Transition
 from rlrun.networks import ObservationEncoder, resolve_device
-from rlrun.schedules import schedule_from
+from rlrun.schedules import LearningRateSchedule, schedule_from
 
 LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
-LR_SCHEDULES = ("constant", "linear")
 
 
 def n_step_transition(window: deque, next_obs: np.ndarray, terminated: bool, gamma: float) -> dict[str, Any]:
@@ -75,12 +74,7 @@ class DQN:
                                   ("learning_starts", learning_starts, 0)):
             if not isinstance(value, int) or value < least:
                 raise ConfigError(f"algo.{key}={value!r} is invalid: it must be an integer >= {least}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
-        if lr_schedule == "linear" and not total_steps:
-            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
-        self.lr = lr
-        self.anneal_over = total_steps if lr_schedule == "linear" else None
+        self.lr_schedule = LearningRateSchedule(lr_schedule, total_steps)
         self.epsilon = schedule_from("algo.epsilon", epsilon or {"start": 0.05}, lambda v: 0 <= v <= 1, "in [0, 1]")
         self.device = resolve_device(device)
         self.gamma = gamma
@@ -160,9 +154,7 @@ class DQN:
     def learn(self) -> dict[str, float]:
         if len(self.buffer) < self.batch_size:
             return {}
-        if self.anneal_over:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * max(0.0, 1.0 - self.env_steps / self.anneal_over)
+        self.lr_schedule.apply(self.optimizer, self.env_steps)
         td_losses, q_values = [], []
         for _ in range(self.gradient_steps):
             batch = {key: torch.as_tensor(value, device=self.device)
