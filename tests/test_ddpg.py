@@ -226,8 +226,8 @@ def test_ddpg_learns_pendulum(tmp_path):
 
 def test_mujoco_smoke(tmp_path):
     pytest.importorskip("mujoco")
-    result = run_rlrun("algo=ddpg", "env=InvertedPendulum-v5", "total_steps=1500", "algo.learning_starts=500",
+    result = run_rlrun("algo=ddpg", "env=InvertedPendulum-v5", "total_steps=1000", "algo.learning_starts=500",
                        "eval.episodes=2", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path / "run")
-    assert summary["env_steps"] == 1500 and summary["final_eval"]["mean_return"] >= 1
+    assert summary["env_steps"] == 1000 and summary["final_eval"]["mean_return"] >= 1
