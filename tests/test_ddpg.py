@@ -185,7 +185,7 @@ def test_target_policy_smoothing_keeps_the_target_action_in_bounds():
 
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="action dimensions \\[1\\] are unbounded"):
-        agent(gym.spaces.Box(np.array([-1.0, 0.0]), np.array([1.0, np.inf])))
+        agent(gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32)))
     with pytest.raises(ConfigError, match="algo.noise_type='pink' is unknown"):
         agent(noise_type="pink")
     with pytest.raises(ConfigError, match="algo.policy_delay=0 is invalid"):
