@@ -164,3 +164,16 @@ def test_rlrun_eval_refuses_bad_checkpoints(tmp_path, make, message):
     result = subprocess.run([RLRUN_EVAL, "model.pt"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, message)
     assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_rlrun_eval_records_sarsa(tmp_path):
+    """The algorithm left out of the kill test above: rlrun-eval and its video."""
+    trained = run_rlrun("algo=sarsa", "env=CliffWalking-v1", "total_steps=4000", "eval.every=2000",
+                        "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = subprocess.run([RLRUN_EVAL, "run", "episodes=2", "video=true"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    (video,) = (tmp_path / "run" / "videos").glob("*.mp4")
+    assert video.stat().st_size > 1000
+    assert (tmp_path / "run" / "eval.json").is_file()
