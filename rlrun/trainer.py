@@ -226,7 +226,9 @@ class Trainer:
             action = self.agent.act(obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
             before, self.env_steps = self.env_steps, self.env_steps + self.envs.num_envs
-            at_checkpoint = crossed(before, self.env_steps, settings.checkpoint_every)
+            # the last step needs no sync point: run() writes the final checkpoint after the final evaluation
+            at_checkpoint = (crossed(before, self.env_steps, settings.checkpoint_every)
+                             and self.env_steps < settings.total_steps)
             if at_checkpoint:
                 truncated = truncated | ~terminated  # sync point: every running episode ends here
             transition = Transition(obs, action, reward, true_next_obs(next_obs, info), terminated, truncated)
