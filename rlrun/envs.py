@@ -19,9 +19,78 @@ VECTORIZATIONS = {"sync": gym.vector.SyncVectorEnv, "async": gym.vector.AsyncVec
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, kwargs: dict[str, Any] | None = None,
-             discretize: dict[str, Any] | None = None) -> gym.Env:
-    """gymnasium.make, then the observation wrappers below; one-line errors for unknown ids or missing packages."""
+             discretize: dict[str, Any] | None = None, *, atari: dict[str, Any] | None = None,
+             evaluation: bool = False) -> gym.Env:
+    """gymnasium.make, then the observation wrappers below, or the Atari ones where `atari` is given (the
+    training-only ones left out when `evaluation`); one-line errors for unknown ids or missing packages."""
+    if env_id.startswith("ALE/") or atari:
+        register_atari_envs(env_id)
+    if atari:
+        return atari_env(make_base_env(env_id, None, kwargs), env_id, max_episode_steps, atari, evaluation)
     return wrap_observations(make_base_env(env_id, max_episode_steps, kwargs), env_id, discretize or {})
+
+
+def register_atari_envs(env_id: str) -> None:
+    try:
+        import ale_py
+        import cv2  # noqa: F401  (AtariPreprocessing resizes with it)
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"env.id={env_id!r} needs {error.name}, which is not installed: install the atari extra: "
+                          "pip install 'rlrun[atari]'") from error
+    gym.register_envs(ale_py)
+
+
+def atari_env(env: gym.Env, env_id: str, max_episode_steps: int | None, atari: dict[str, Any],
+              evaluation: bool) -> gym.Env:
+    """The preprocessing of the Nature DQN (Mnih et al. 2015): noop starts, frame skip (max over the last two
+    frames), 84x84 grayscale, a life loss as terminal and rewards clipped to their sign for training only,
+    then a stack of the last frames: uint8 observations of shape (frame_stack, screen_size, screen_size)."""
+    if not hasattr(env.unwrapped, "ale"):
+        raise ConfigError(f"env.atari applies to Atari games (ALE/... ids), not to {env_id}; set env.atari=null")
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=atari["noop_max"], frame_skip=atari["frame_skip"],
+                                          screen_size=atari["screen_size"])
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)  # in agent steps, each frame_skip frames
+    env = gym.wrappers.RecordEpisodeStatistics(env)  # the raw score of whole games
+    if not evaluation and atari["terminal_on_life_loss"]:
+        env = TerminalOnLifeLoss(env)
+    if not evaluation and atari["clip_rewards"]:
+        env = gym.wrappers.TransformReward(env, np.sign)
+    return gym.wrappers.FrameStackObservation(env, atari["frame_stack"])
+
+
+class TerminalOnLifeLoss(gym.Wrapper):
+    """Ends the episode (terminated=True) when a life is lost, while the game goes on.
+
+    Mnih et al. (2015) mark a life loss as terminal for learning, which is not the end of the game.
+    AtariPreprocessing(terminal_on_life_loss=True) restarts the game on the reset() that follows, so under
+    autoreset every episode would be a first life. Here that reset() returns the observation where the life was
+    lost and the game continues; a game over, a time limit or a seeded reset (the trainer reseeds its envs at
+    checkpoints) resets the game. Lives falling to 0 do not count: some games (Qbert) sit at 0 lives for a few
+    frames before the game is over.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.continue_from: tuple[Any, dict[str, Any]] | None = None  # (obs, info) where a life was lost
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        life_lost = 0 < lives < self.lives and not (terminated or truncated)
+        self.lives = lives
+        self.continue_from = (obs, info) if life_lost else None
+        return obs, reward, terminated or life_lost, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if self.continue_from is not None and seed is None:
+            (obs, info), self.continue_from = self.continue_from, None
+            return obs, dict(info)
+        self.continue_from = None
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
 
 
 def make_base_env(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any] | None) -> gym.Env:
@@ -81,26 +150,29 @@ def unknown_env_message(env_id: str) -> str:
 
 
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: str | None = None,
-                    wrap: Callable[[gym.Env], gym.Env] | None = None) -> gym.vector.VectorEnv:
+                    wrap: Callable[[gym.Env], gym.Env] | None = None, evaluation: bool = False) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_cfg.id` that reset in the same step an episode ends.
 
     The true last observation of a finished episode is in info["final_obs"] (mask info["_final_obs"]);
     finished episodes' return and length are in info["episode"] (mask info["_episode"]).
     Box actions are clipped to the space's bounds before they reach the env. `wrap`, when given, wraps
-    each copy (e.g. in gymnasium's RecordVideo); it must be picklable for async envs.
+    each copy (e.g. in gymnasium's RecordVideo); it must be picklable for async envs. `evaluation` leaves out
+    the training-only Atari wrappers (life loss as terminal, reward clipping).
     """
     vectorization = vectorization or env_cfg.vectorization
     if vectorization not in VECTORIZATIONS:
         raise ConfigError(f"env.vectorization={vectorization!r} is unknown; use sync or async")
     kwargs = dict(env_cfg.kwargs or {})
     discretize = dict(env_cfg.get("discretize") or {})
-    make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize)
+    atari = dict(env_cfg.get("atari") or {})
+    make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize, atari=atari,
+                       evaluation=evaluation)
     if wrap is not None:
         make_one = partial(wrapped_env, make_one, wrap)
     envs = VECTORIZATIONS[vectorization]([make_one] * (num_envs or env_cfg.num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
     if env_cfg.get("normalize_observations"):
         envs = NormalizeObservation(envs, env_cfg.id)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    envs = GameStatistics(envs) if atari else gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         bounded, batched = envs.single_action_space, envs.action_space
         envs = gym.wrappers.vector.ClipAction(envs)
@@ -111,6 +183,19 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
 
 def wrapped_env(make: Callable[[], gym.Env], wrap: Callable[[gym.Env], gym.Env]) -> gym.Env:
     return wrap(make())
+
+
+class GameStatistics(gym.vector.VectorWrapper):
+    """Atari envs record their statistics over whole games themselves (an episode ends at each life loss in
+    training); same-step autoreset puts them in info["final_info"]: this moves them to info["episode"] (mask
+    info["_episode"]), where the vector RecordEpisodeStatistics would put them."""
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        final_info = info.get("final_info", {})
+        if "_episode" in final_info:
+            info["episode"], info["_episode"] = final_info["episode"], final_info["_episode"]
+        return obs, reward, terminated, truncated, info
 
 
 class NormalizeObservation(gym.vector.VectorWrapper):

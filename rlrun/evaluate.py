@@ -77,7 +77,7 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
         config.algo.device = device
 
     def build(env_cfg: Any, num_envs: int, wrap=None):
-        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap)
+        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True)
         use_observation_statistics(envs, payload.get("observation_statistics"))
         return envs
 
