@@ -16,9 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+from hydra._internal.core_plugins.structured_config_source import StructuredConfigSource
+from hydra._internal.defaults_list import create_defaults_list
+from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from rlrun.checks import check_env_choice, check_spaces, check_values, config_names
@@ -38,6 +44,8 @@ def main() -> None:
         argv = resume_arguments(argv)
         check_env_choice(argv)
         check_output_folder(argv)
+    if print_job_config(argv):
+        return
     sys.argv = [sys.argv[0], *argv]
     hydra_main()
 
@@ -83,6 +91,48 @@ def check_output_folder(argv: list[str]) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the run folder {target}: {existing} is not a writable folder; "
                           "run from a writable folder or set hydra.run.dir=<a writable path>")
+
+
+JOB_CONFIG_FLAGS = (["--cfg", "job", "--resolve"], ["--resolve", "--cfg", "job"], ["--cfg", "job"])
+
+
+def print_job_config(argv: list[str]) -> bool:
+    """Answer `rlrun --cfg job [--resolve] [overrides]` with what Hydra's app prints, without starting the app.
+    False where the app must answer: other flags, overrides of Hydra's own config, and any error, which the app
+    then reports in its own words."""
+    flags = next((flags for flags in JOB_CONFIG_FLAGS if argv[:len(flags)] == flags), None)
+    overrides = argv[len(flags):] if flags else []
+    if flags is None or any(arg.startswith("-") or override_key(arg).startswith("hydra") for arg in overrides):
+        return False
+    try:
+        cfg = compose_job_config(overrides)
+        if "--resolve" in flags:
+            OmegaConf.resolve(cfg)
+    except Exception:
+        return False
+    sys.stdout.write(OmegaConf.to_yaml(cfg))
+    return True
+
+
+def compose_job_config(overrides: list[str]) -> DictConfig:
+    """The config `--cfg job` prints, composed as Hydra composes it but without Hydra's own config, which `--cfg job`
+    drops anyway: composing that part and scanning the installed Hydra plugins for it took half of the answer's time."""
+    for source in (ImportlibResourcesConfigSource, StructuredConfigSource):  # what the plugin scan registers
+        SourcesRegistry.instance().register(source)
+    search_path = ConfigSearchPathImpl()
+    search_path.append("main", "pkg://rlrun.configs")
+    search_path.append("schema", "structured://")
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    parsed_overrides, repo = loader._parse_overrides_and_create_caching_repo("config", overrides)
+    loader.validate_sweep_overrides_legal(parsed_overrides, run_mode=RunMode.RUN, from_shell=True)
+    defaults = create_defaults_list(repo=repo, config_name="config", overrides_list=parsed_overrides,
+                                    prepend_hydra=False, skip_missing=False)
+    cfg = loader._compose_config_from_defaults_list(defaults=defaults.defaults, repo=repo)
+    OmegaConf.set_struct(cfg, True)
+    loader._apply_overrides_to_config(defaults.config_overrides, cfg)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
 
 
 USAGE = """\

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_summary, run_rlrun
+from rlrun.cli import print_job_config
 
 
 def test_help_lists_groups_and_keys(tmp_path):
@@ -22,6 +25,39 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
     result = run_rlrun("--cfg", "job", "env=Acrobot-v1", "algo.lr=0.01", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "id: Acrobot-v1" in result.stdout and "lr: 0.01" in result.stdout
+
+
+HYDRAS_OWN_PATH = "from rlrun import cli; cli.print_job_config = lambda argv: False; cli.main()"
+JOB_CONFIGS = {
+    "defaults": [],
+    "tuned preset": ["algo=dqn", "env=Acrobot-v1"],
+    "no preset": ["algo=qlearning", "env=Taxi-v4", "~tuned"],
+    "key overrides": ["algo.lr=0.1", "+new=1", "++seed=4", "~eval.every"],
+    "missing value": ["env=gym"],
+    "resolved": ["--resolve", "algo=dqn", "env=CartPole-v1", "network.hidden_sizes=[8]"],
+}
+LEFT_TO_HYDRA = {
+    "unknown key": ["--cfg", "job", "algo.nope=1"],
+    "sweep config, which sets hydra/sweeper": ["--cfg", "job", "+sweep=dqn_cartpole"],
+    "hydra key": ["--cfg", "job", "hydra.job.name=x"],
+    "hydra's config": ["--cfg", "hydra"],
+    "package": ["--cfg", "job", "-p", "algo"],
+}
+
+
+@pytest.mark.parametrize("args", JOB_CONFIGS.values(), ids=JOB_CONFIGS.keys())
+def test_cfg_job_prints_what_hydras_own_path_prints(tmp_path, capsys, args):
+    hydras = subprocess.run([sys.executable, "-c", HYDRAS_OWN_PATH, "--cfg", "job", *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert hydras.returncode == 0, hydras.stderr
+    assert print_job_config(["--cfg", "job", *args])
+    assert capsys.readouterr().out == hydras.stdout
+
+
+@pytest.mark.parametrize("args", LEFT_TO_HYDRA.values(), ids=LEFT_TO_HYDRA.keys())
+def test_cfg_job_leaves_errors_and_hydras_own_config_to_hydra(capsys, args):
+    assert not print_job_config(args)
+    assert capsys.readouterr().out == ""
 
 
 def test_reinforce_learns_cartpole(reinforce_run):
