@@ -16,12 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
-from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
-from hydra._internal.core_plugins.structured_config_source import StructuredConfigSource
-from hydra._internal.defaults_list import create_defaults_list
-from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -117,6 +111,13 @@ def print_job_config(argv: list[str]) -> bool:
 def compose_job_config(overrides: list[str]) -> DictConfig:
     """The config `--cfg job` prints, composed as Hydra composes it but without Hydra's own config, which `--cfg job`
     drops anyway: composing that part and scanning the installed Hydra plugins for it took half of the answer's time."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+    from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+    from hydra._internal.core_plugins.structured_config_source import StructuredConfigSource
+    from hydra._internal.defaults_list import create_defaults_list
+    from hydra._internal.sources_registry import SourcesRegistry
+
     for source in (ImportlibResourcesConfigSource, StructuredConfigSource):  # what the plugin scan registers
         SourcesRegistry.instance().register(source)
     search_path = ConfigSearchPathImpl()
