@@ -1,12 +1,17 @@
-"""Replay memory: a preallocated ring buffer of named numpy fields (mechanics only; the math is in the algorithms)."""
+"""Replay memory: preallocated ring buffers of named numpy fields (mechanics only; the math is in the algorithms)."""
 
 from __future__ import annotations
 
+import os
+import zlib
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from rlrun.core import ConfigError
 
 
 class ReplayBuffer:
@@ -17,6 +22,8 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, fields: Mapping[str, tuple[tuple[int, ...], np.dtype | type]]):
+        check_fits_in_memory(sum(capacity * int(np.prod(shape)) * np.dtype(dtype).itemsize
+                                 for shape, dtype in fields.values()))
         self.capacity = capacity
         self.data = {name: np.zeros((capacity, *shape), dtype) for name, (shape, dtype) in fields.items()}
         self.next_row = 0
@@ -24,6 +31,10 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def nbytes(self) -> int:
+        return sum(values.nbytes for values in self.data.values())
 
     def add(self, **rows: np.ndarray) -> None:
         """Append a batch (leading dimension = rows) to every field, wrapping around at the end."""
@@ -51,5 +62,117 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """`batch_size` rows drawn uniformly with replacement from the rows held."""
-        index = rng.integers(0, self.size, size=batch_size)
+        return self.rows_at(rng.integers(0, self.size, size=batch_size))
+
+    def rows_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
         return {name: values[index] for name, values in self.data.items()}
+
+
+class FrameReplayBuffer:
+    """A replay buffer for image stacks (`obs` and `next_obs` of shape (C, H, W)) that stores each distinct
+    frame once, in a ring of `capacity` frames.
+
+    Stacked Atari observations share C - 1 frames with the previous one, and s' of a step is s of the next:
+    stored as stacks, every frame would be held 2C times (8 for Mnih et al.'s 4-frame stacks). Here a row keeps
+    the ids of its frames; a frame equal to one of the `recent` frames stored last is not stored again.
+    A row whose oldest frame has been overwritten in the ring is never sampled.
+    """
+
+    def __init__(self, capacity: int, stack_shape: tuple[int, ...], dtype: np.dtype | type,
+                 fields: Mapping[str, tuple[tuple[int, ...], np.dtype | type]], recent: int = 4096):
+        stack_size, *frame_shape = stack_shape
+        if capacity < 4 * stack_size:
+            raise ConfigError(f"algo.buffer_size={capacity} is too small for stacks of {stack_size} frames; "
+                              f"use at least {4 * stack_size}")
+        self.stack_size = stack_size
+        self.rows = ReplayBuffer(capacity, {**fields, "obs_frames": ((stack_size,), np.int64),
+                                            "next_obs_frames": ((stack_size,), np.int64),
+                                            "oldest_frame": ((), np.int64)})
+        check_fits_in_memory(capacity * int(np.prod(frame_shape)) * np.dtype(dtype).itemsize)
+        self.frames = np.zeros((capacity, *frame_shape), dtype)
+        self.frames_added = 0
+        self.recent_limit = min(recent, capacity // 2)
+        self.recent_ids: dict[int, int] = {}  # checksum of a recently stored frame -> its id
+        self.recent_order: deque[tuple[int, int]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames.nbytes + self.rows.nbytes
+
+    def add(self, obs: np.ndarray, next_obs: np.ndarray, **rows: np.ndarray) -> None:
+        """Append a batch of rows: stacks `obs` and `next_obs` (leading dimension = rows) and the other fields."""
+        obs_frames = np.array([[self.frame_id(frame) for frame in stack] for stack in obs], dtype=np.int64)
+        next_obs_frames = np.array([[self.frame_id(frame) for frame in stack] for stack in next_obs], dtype=np.int64)
+        oldest = np.minimum(obs_frames.min(1), next_obs_frames.min(1))
+        self.rows.add(**rows, obs_frames=obs_frames, next_obs_frames=next_obs_frames, oldest_frame=oldest)
+
+    def frame_id(self, frame: np.ndarray) -> int:
+        """The id of a stored frame equal to `frame`, storing it first when none of the recent ones is."""
+        checksum = zlib.crc32(np.ascontiguousarray(frame))
+        known = self.recent_ids.get(checksum)
+        if known is not None and np.array_equal(self.frames[known % len(self.frames)], frame):
+            return known
+        new_id = self.frames_added
+        self.frames[new_id % len(self.frames)] = frame
+        self.frames_added += 1
+        self.recent_ids[checksum] = new_id
+        self.recent_order.append((checksum, new_id))
+        while self.recent_order[0][1] < self.frames_added - self.recent_limit:
+            old_checksum, old_id = self.recent_order.popleft()
+            if self.recent_ids.get(old_checksum) == old_id:
+                del self.recent_ids[old_checksum]
+        return new_id
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """`batch_size` rows drawn uniformly with replacement from the rows whose frames are all still held."""
+        first_held = self.frames_added - len(self.frames)
+        index = rng.integers(0, len(self.rows), size=batch_size)
+        while (lost := self.rows.data["oldest_frame"][index] < first_held).any():
+            index[lost] = rng.integers(0, len(self.rows), size=int(lost.sum()))
+        batch = self.rows.rows_at(index)
+        del batch["oldest_frame"]
+        batch["obs"] = self.frames[batch.pop("obs_frames") % len(self.frames)]
+        batch["next_obs"] = self.frames[batch.pop("next_obs_frames") % len(self.frames)]
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.rows.state_dict()
+        held = min(self.frames_added, len(self.frames))
+        # a full ring goes as it is: no copy of gigabytes (torch.save would write a partial view's whole array)
+        state["fields"]["frames"] = torch.from_numpy(self.frames if held == len(self.frames) else self.frames[:held].copy())
+        return {**state, "frames_added": self.frames_added}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        fields = dict(state["fields"])
+        frames = fields.pop("frames").numpy()
+        self.rows.load_state_dict({**state, "fields": fields})
+        self.frames[:len(frames)] = frames
+        self.frames_added = state["frames_added"]
+        self.recent_ids.clear()  # a checkpoint is a sync point: every episode starts afresh
+        self.recent_order.clear()
+
+
+def check_fits_in_memory(nbytes: int) -> None:
+    """A one-line error, before anything is allocated, when `nbytes` exceed the memory available now."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ConfigError(f"the replay buffer would need {nbytes / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB "
+                          "of memory is available; lower algo.buffer_size")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -15,7 +15,7 @@ from typing import Any
 
 from rlrun.core import ConfigError
 
-UNIT_INTERVAL_KEYS = {"gamma", "gae_lambda", "tau"}
+UNIT_INTERVAL_KEYS = {"gamma", "gae_lambda", "tau", "epsilon"}
 POSITIVE_NUMBER_KEYS = {"max_grad_norm"}  # plus every key that is `lr` or ends in `_lr`
 POSITIVE_INT_KEYS = {"num_envs", "episodes", "episodes_per_update", "torch_threads", "batch_size",
                      "seeds_per_trial"}  # plus *_steps, *every

@@ -247,7 +247,8 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
                                checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every,
                                seed=cfg.seed, algo=algo_name, progress=cfg.progress,
-                               checkpoint_keep=cfg.checkpoint.keep, save_replay=cfg.checkpoint.save_replay)
+                               checkpoint_keep=cfg.checkpoint.keep, save_replay=cfg.checkpoint.save_replay,
+                               eval_epsilon=cfg.eval.epsilon)
     try:
         diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent, cfg.algo.gamma)
         summary = Trainer(agent, envs, eval_envs, run_dir, settings, config, diagnose).run(previous)

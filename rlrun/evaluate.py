@@ -1,10 +1,10 @@
 """`rlrun-eval`: evaluate a saved agent, optionally recording a video of it.
 
-    rlrun-eval PATH [episodes=10] [seed=0] [video=false] [device=cpu]
+    rlrun-eval PATH [episodes=10] [seed=0] [video=false] [device=cpu] [epsilon=<the run's eval.epsilon>]
 
 PATH is a checkpoint, or a run folder (its checkpoints/best.pt, else last.pt). The agent is rebuilt
-from the config stored in the checkpoint and runs `episodes` deterministic episodes, seeded; the
-result goes to eval.json in the run folder. video=true records the first episode to
+from the config stored in the checkpoint and runs `episodes` deterministic episodes, seeded (each
+action random with probability `epsilon`); the result goes to eval.json in the run folder. video=true records the first episode to
 <run>/videos/*.mp4 with gymnasium's RecordVideo and adds it to the run's TensorBoard.
 """
 
@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from rlrun.cli import user_errors
 from rlrun.core import ConfigError
 
-OPTIONS = {"episodes": 10, "seed": 0, "video": False, "device": None}
+OPTIONS = {"episodes": 10, "seed": 0, "video": False, "device": None, "epsilon": None}
 PREVIEW_FRAMES = 150
 
 
@@ -47,6 +47,8 @@ def options(argv: list[str]) -> dict[str, Any]:
     chosen = {**OPTIONS, **given}
     if not isinstance(chosen["episodes"], int) or chosen["episodes"] < 1:
         raise ConfigError(f"episodes={chosen['episodes']!r} is invalid: it must be a positive integer")
+    if chosen["epsilon"] is not None and not 0 <= chosen["epsilon"] <= 1:
+        raise ConfigError(f"epsilon={chosen['epsilon']!r} is invalid: it must be a number in [0, 1]")
     return chosen
 
 
@@ -61,7 +63,8 @@ def locate(path: Path) -> tuple[Path, Path]:
     return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, device: str | None) -> dict[str, Any]:
+def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, device: str | None,
+                         epsilon: float | None) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from rlrun import checkpoint
@@ -84,10 +87,12 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
     envs = build(config.env, episodes)
     agent = instantiate(config.algo)(envs.single_observation_space, envs.single_action_space)
     agent.load_state_dict(payload["agent"])
-    returns = evaluate(agent, envs, seed)
+    if epsilon is None:
+        epsilon = config.get("eval", {}).get("epsilon", 0.0)
+    returns = evaluate(agent, envs, seed, epsilon)
     envs.close()
     result = {"checkpoint": str(checkpoint_path), "env_steps": payload["env_steps"], "episodes": episodes,
-              "seed": seed, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+              "seed": seed, "epsilon": epsilon, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
               "returns": returns.tolist()}
     if video:
         result["video"] = str(record_video(agent, config, payload["env_steps"], seed, run_dir, build))

@@ -34,17 +34,72 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activ
     return nn.Sequential(*layers)
 
 
-def network(in_dim: int, out_dim: int | Sequence[int], hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
-            dueling: bool = False) -> nn.Module:
-    """The `network` config's factory: an `mlp`; with a tuple `out_dim`, one linear head per entry on shared
-    hidden layers (an actor-critic with a shared trunk); with dueling=True, a dueling Q-network."""
+NATURE_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (channels, kernel, stride): Mnih et al. 2015
+TRUNK_DEFAULTS = {"mlp": {"hidden_sizes": (64, 64), "activation": "tanh"},
+                  "cnn": {"hidden_sizes": (512,), "activation": "relu"}}
+
+
+def network(in_shape: int | Sequence[int], out_dim: int | Sequence[int], trunk: str = "auto",
+            hidden_sizes: Sequence[int] | None = None, activation: str | None = None, dueling: bool = False,
+            conv_layers: Sequence[Sequence[int]] = NATURE_CONV_LAYERS) -> nn.Module:
+    """The `network` config's factory, for inputs of size `in_shape` (an int) or uint8 images of shape
+    (channels, height, width), which are scaled to [0, 1] inside the network.
+
+    trunk=cnn puts the convolutional layers of Mnih et al. (2015) before the fully connected layers; trunk=auto
+    picks cnn for images, mlp otherwise. The fully connected part is an `mlp`; with a tuple `out_dim`, one linear
+    head per entry on shared hidden layers (an actor-critic with a shared trunk); with dueling=True, a dueling
+    Q-network. hidden_sizes and activation default to the trunk's: (64, 64) tanh for mlp, (512,) relu for cnn.
+    """
+    image = not isinstance(in_shape, int)
+    if trunk == "auto":
+        trunk = "cnn" if image else "mlp"
+    if trunk not in TRUNK_DEFAULTS:
+        raise ConfigError(f"network.trunk={trunk!r} is unknown; use mlp, cnn or auto")
+    if trunk == "cnn" and not image:
+        raise ConfigError("network=cnn needs image observations (a uint8 Box of channels x height x width); "
+                          "this environment's are vectors: use network=mlp")
+    hidden_sizes = TRUNK_DEFAULTS[trunk]["hidden_sizes"] if hidden_sizes is None else hidden_sizes
+    activation = TRUNK_DEFAULTS[trunk]["activation"] if activation is None else activation
+    if trunk == "cnn":
+        features: nn.Module = ConvFeatures(tuple(in_shape), conv_layers)
+    else:
+        features = nn.Flatten() if image else nn.Identity()
+    in_dim = features.out_dim if trunk == "cnn" else int(np.prod(in_shape))
     if dueling and not isinstance(out_dim, int):
         raise ConfigError("network.dueling=true builds Q-networks (algo=dqn); set network.dueling=false")
     if dueling:
-        return DuelingQNetwork(in_dim, out_dim, hidden_sizes, activation)
-    if isinstance(out_dim, int):
-        return mlp(in_dim, out_dim, hidden_sizes, activation)
-    return MultiHeadMLP(in_dim, out_dim, hidden_sizes, activation)
+        body: nn.Module = DuelingQNetwork(in_dim, out_dim, hidden_sizes, activation)
+    elif isinstance(out_dim, int):
+        body = mlp(in_dim, out_dim, hidden_sizes, activation)
+    else:
+        body = MultiHeadMLP(in_dim, out_dim, hidden_sizes, activation)
+    return body if not image else nn.Sequential(ScaleImage(), features, body)
+
+
+class ScaleImage(nn.Module):
+    """uint8 pixels -> floats in [0, 1] (images travel as uint8: a quarter of the bytes to copy to a GPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255.0
+
+
+class ConvFeatures(nn.Sequential):
+    """Convolutions with ReLU, each given as (out_channels, kernel, stride), then flattened
+    (Mnih et al. 2015: 32 8x8 stride 4, 64 4x4 stride 2, 64 3x3 stride 1)."""
+
+    def __init__(self, image_shape: tuple[int, ...], conv_layers: Sequence[Sequence[int]]):
+        layers: list[nn.Module] = []
+        channels = image_shape[0]
+        for out_channels, kernel, stride in conv_layers:
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            channels = out_channels
+        super().__init__(*layers, nn.Flatten())
+        try:
+            with torch.no_grad():
+                self.out_dim = int(self(torch.zeros(1, *image_shape)).shape[1])
+        except RuntimeError as error:
+            raise ConfigError(f"images of shape {image_shape} are too small for network.conv_layers="
+                              f"{[list(layer) for layer in conv_layers]}; give smaller kernels or strides") from error
 
 
 class MultiHeadMLP(nn.Module):
@@ -86,23 +141,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def is_image(space: gym.Space) -> bool:
+    """A uint8 Box of 3 dimensions: channels x height x width, or height x width x (up to 4) channels."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+
 class ObservationEncoder:
-    """Turns a batch of observations into a float tensor: Box is flattened, Discrete is one-hot."""
+    """Turns a batch of observations into the network's input tensor: Box is flattened to floats, Discrete is
+    one-hot, images stay uint8 in channels-first order (the network scales them).
+
+    `input_shape` is what the network factory gets: an int for flat inputs, (C, H, W) for images.
+    """
 
     def __init__(self, space: gym.Space, device: torch.device):
         self.device = device
+        self.num_states: int | None = None
+        self.channels_last = False
         if isinstance(space, gym.spaces.Discrete):
-            self.num_states: int | None = int(space.n)
-            self.dim = self.num_states
+            self.num_states = int(space.n)
+            self.input_shape: int | tuple[int, ...] = self.num_states
+        elif is_image(space):
+            height_width_channels = space.shape[-1] <= 4 < space.shape[0]
+            self.channels_last = height_width_channels
+            self.input_shape = (space.shape[2], *space.shape[:2]) if height_width_channels else tuple(space.shape)
         else:
-            self.num_states = None
-            self.dim = int(np.prod(space.shape))
+            self.input_shape = int(np.prod(space.shape))
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(obs, device=self.device)
         if self.num_states is not None:
             return nn.functional.one_hot(x.long(), self.num_states).float()
-        return x.float().reshape(x.shape[0], self.dim)
+        if isinstance(self.input_shape, tuple):
+            return x.permute(0, 3, 1, 2) if self.channels_last else x
+        return x.float().reshape(x.shape[0], self.input_shape)
 
 
 class PolicyHead(nn.Module):

@@ -52,6 +52,7 @@ class TrainerSettings:
     progress: bool = True
     checkpoint_keep: int = 1  # interval checkpoints kept: last.pt, plus step_<N>.pt for the K - 1 before it
     save_replay: bool | None = None  # the agent's replay buffer in last.pt; None: when it is under 1 GiB
+    eval_epsilon: float = 0.0  # chance of a uniformly random action in evaluation
 
 
 def true_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -64,13 +65,20 @@ def true_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     return fixed
 
 
-def evaluate(agent: Agent, eval_envs: gym.vector.VectorEnv, seed: int) -> np.ndarray:
-    """One deterministic episode in each eval env (run side by side); returns the undiscounted returns."""
+def evaluate(agent: Agent, eval_envs: gym.vector.VectorEnv, seed: int, epsilon: float = 0.0) -> np.ndarray:
+    """One episode of the agent's deterministic policy in each eval env (run side by side), each action replaced
+    by a uniformly random one with probability `epsilon`; returns the undiscounted returns."""
     obs, _ = eval_envs.reset(seed=seed)
+    eval_envs.action_space.seed(seed)
+    rng = np.random.default_rng(seed)
     returns = np.zeros(eval_envs.num_envs)
     running = np.ones(eval_envs.num_envs, dtype=bool)
     while running.any():
-        obs, reward, terminated, truncated, _ = eval_envs.step(agent.act(obs, explore=False))
+        action = agent.act(obs, explore=False)
+        if epsilon > 0:
+            random = rng.random(eval_envs.num_envs) < epsilon
+            action[random] = eval_envs.action_space.sample()[random]
+        obs, reward, terminated, truncated, _ = eval_envs.step(action)
         returns += np.where(running, reward, 0.0)
         running &= ~(terminated | truncated)
     return returns
@@ -283,7 +291,7 @@ class Trainer:
     def _evaluate(self) -> None:
         seed = derived_seed(self.settings.seed, self.env_steps)
         use_observation_statistics(self.eval_envs, observation_statistics(self.envs))  # frozen training statistics
-        returns = evaluate(self.agent, self.eval_envs, seed)
+        returns = evaluate(self.agent, self.eval_envs, seed, self.settings.eval_epsilon)
         mean, std = float(returns.mean()), float(returns.std())
         self.evaluations.append({"step": self.env_steps, "mean_return": mean, "std_return": std})
         self.writer.add_scalar(EVAL_METRIC, mean, self.env_steps)

@@ -47,3 +47,40 @@ class DictObservations(gym.Env):
 
 
 gym.register("RlrunTest/DictObservations-v0", entry_point=DictObservations)
+
+
+class PixelGrid(gym.Env):
+    """A `size` x `size` gridworld seen only as pixels: one uint8 channel, `cell` x `cell` pixels per cell (42 x 42
+    by default, enough for the Nature DQN convolutions), the agent drawn at 255 and the goal (the bottom-right
+    cell) at 128. Episodes start in a random cell other than
+    the goal; actions move up, down, left, right; reward -0.01 per step and +1 on reaching the goal, which
+    terminates the episode. The best policy walks the Manhattan distance to the goal (return ~0.94 on average)."""
+
+    action_space = gym.spaces.Discrete(4)
+    moves = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+
+    def __init__(self, size: int = 7, cell: int = 6):
+        self.size, self.cell = size, cell
+        self.observation_space = gym.spaces.Box(0, 255, (1, size * cell, size * cell), np.uint8)
+        self.goal = np.array([size - 1, size - 1])
+        self.position = np.zeros(2, dtype=int)
+
+    def render_pixels(self) -> np.ndarray:
+        image = np.zeros(self.observation_space.shape, np.uint8)
+        for (row, column), shade in ((self.goal, 128), (self.position, 255)):
+            image[0, row * self.cell:(row + 1) * self.cell, column * self.cell:(column + 1) * self.cell] = shade
+        return image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        start = self.np_random.integers(self.size * self.size - 1)  # any cell but the goal (the last one)
+        self.position = np.array(divmod(int(start), self.size))
+        return self.render_pixels(), {}
+
+    def step(self, action):
+        self.position = np.clip(self.position + self.moves[action], 0, self.size - 1)
+        at_goal = bool((self.position == self.goal).all())
+        return self.render_pixels(), (1.0 if at_goal else 0.0) - 0.01, at_goal, False, {}
+
+
+gym.register("RlrunTest/PixelGrid-v0", entry_point=PixelGrid, max_episode_steps=50)

@@ -13,7 +13,11 @@ from omegaconf import OmegaConf
 pytest.importorskip("ale_py")
 
 import rlrun.cli  # noqa: E402,F401  (registers the path_safe resolver)
-from conftest import run_rlrun  # noqa: E402
+import torch  # noqa: E402
+from conftest import read_summary, run_rlrun  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from rlrun.buffers import FrameReplayBuffer  # noqa: E402
 from rlrun.checks import check_values, packaged_configs  # noqa: E402
 from rlrun.core import ConfigError  # noqa: E402
 from rlrun.envs import make_env, make_vector_env  # noqa: E402
@@ -171,6 +175,33 @@ def test_the_atari_config_composes_with_every_algo(algo):
         cfg = compose("config", overrides=[f"algo={algo}", "env=atari", "env.id=ALE/Breakout-v5"])
     check_values(OmegaConf.to_container(cfg, resolve=True))
     assert cfg.env.id == "ALE/Breakout-v5" and OmegaConf.to_container(cfg.env.atari) == ATARI
+    if algo not in ("dqn", "a2c", "reinforce"):
+        return  # they do not take image observations or Discrete actions (the CLI says so)
+    envs = make_vector_env(cfg.env, num_envs=1, vectorization="sync")
+    agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
+    convolutions = [layer.out_channels for layer in agent_modules(agent) if isinstance(layer, torch.nn.Conv2d)]
+    assert convolutions[:3] == [32, 64, 64]  # network=auto gave the Nature CNN
+    if algo == "dqn":  # the preset's 1M-frame replay memory: ~7 GB allocated, not yet touched
+        assert isinstance(agent.buffer, FrameReplayBuffer) and agent.buffer.rows.capacity == 1_000_000
+        assert 84 * 84 * 10**6 <= agent.buffer.nbytes <= 1.02 * 84 * 84 * 10**6
+
+
+def agent_modules(agent):
+    return [module for value in vars(agent).values() if isinstance(value, torch.nn.Module) for module in value.modules()]
+
+
+@pytest.mark.parametrize("algo", ["dqn", "a2c"])
+def test_dqn_and_a2c_train_checkpoint_and_resume_on_pong(tmp_path, algo):
+    args = [f"algo={algo}", "env=atari", "env.id=ALE/Pong-v5", "env.max_episode_steps=100", "eval.every=200",
+            "eval.episodes=1", "checkpoint.every=200", "progress=false",
+            *(["algo.learning_starts=100", "algo.buffer_size=1000"] if algo == "dqn" else
+              ["env.num_envs=2", "env.vectorization=sync"])]
+    first = run_rlrun(*args, "total_steps=200", "hydra.run.dir=run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = run_rlrun("resume=run", "total_steps=400", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = read_summary(tmp_path / "run")
+    assert summary["env_steps"] == 400 and len(summary["evaluations"]) == 2
 
 
 def test_rlrun_cfg_job_shows_the_atari_config(tmp_path):

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlrun import checkpoint
 from rlrun.envs import make_vector_env
-from rlrun.trainer import Trainer, TrainerSettings, TrainingDiverged, crossed, true_next_obs
+from rlrun.trainer import Trainer, TrainerSettings, TrainingDiverged, crossed, evaluate, true_next_obs
 
 
 class RecordingAgent:
@@ -126,6 +126,16 @@ def test_truncation_is_reported_with_the_final_observation(tmp_path):
         obs, _, terminated, truncated, info = envs.step(np.zeros(1, dtype=np.int64))
     assert truncated[0] and not terminated[0]
     assert obs[0, 0] == 0.0 and true_next_obs(obs, info)[0, 0] == 3.0
+
+
+def test_evaluation_takes_a_random_action_with_probability_epsilon():
+    envs = make_vector_env(OmegaConf.create({"id": "RlrunTest/PixelGrid-v0", "num_envs": 20, "vectorization": "sync",
+                                             "max_episode_steps": None, "kwargs": {}}))
+    always_up = evaluate(RecordingAgent(), envs, seed=0)
+    np.testing.assert_allclose(always_up, -0.5)  # 50 steps of -0.01: walking up never reaches the bottom-right goal
+    random_walk = evaluate(RecordingAgent(), envs, seed=0, epsilon=1.0)
+    assert random_walk.max() > 0  # some random walks reach the goal
+    np.testing.assert_array_equal(random_walk, evaluate(RecordingAgent(), envs, seed=0, epsilon=1.0))  # seeded
 
 
 def test_crossed_detects_each_multiple_once():

@@ -89,10 +89,10 @@ class A2C:
         action_dim = self.head.action_dim
         self.shared_trunk = shared_trunk
         if shared_trunk:
-            self.nets = nn.ModuleDict({"actor_critic": make_net(self.encode.dim, (action_dim, 1))})
+            self.nets = nn.ModuleDict({"actor_critic": make_net(self.encode.input_shape, (action_dim, 1))})
         else:
-            self.nets = nn.ModuleDict({"actor": make_net(self.encode.dim, action_dim),
-                                       "critic": make_net(self.encode.dim, 1)})
+            self.nets = nn.ModuleDict({"actor": make_net(self.encode.input_shape, action_dim),
+                                       "critic": make_net(self.encode.input_shape, 1)})
         if orthogonal_init:
             self.initialize_orthogonally()
         self.nets.to(self.device)
@@ -104,15 +104,15 @@ class A2C:
     def initialize_orthogonally(self) -> None:
         """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
         first policy) and 1 in the value's, zero biases (Schulman et al.'s baselines, kept by Stable-Baselines3)."""
-        linears = {name: layer for name, layer in self.nets.named_modules() if isinstance(layer, nn.Linear)}
-        for layer in linears.values():
+        layers = {name: layer for name, layer in self.nets.named_modules() if isinstance(layer, (nn.Linear, nn.Conv2d))}
+        for layer in layers.values():
             nn.init.orthogonal_(layer.weight, math.sqrt(2))
             nn.init.zeros_(layer.bias)
-        if self.shared_trunk:
-            policy_out, value_out = self.nets["actor_critic"].heads
+        if self.shared_trunk:  # the two heads are the last layers, policy first
+            *_, policy_out, value_out = layers.values()
         else:
-            policy_out = [layer for name, layer in linears.items() if name.startswith("actor.")][-1]
-            value_out = [layer for name, layer in linears.items() if name.startswith("critic.")][-1]
+            policy_out = [layer for name, layer in layers.items() if name.startswith("actor.")][-1]
+            value_out = [layer for name, layer in layers.items() if name.startswith("critic.")][-1]
         nn.init.orthogonal_(policy_out.weight, 0.01)
         nn.init.orthogonal_(value_out.weight, 1.0)
 

@@ -131,12 +131,16 @@ class DDPG:
         self.critic_updates = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
+        obs_dim = self.encode.input_shape
+        if not isinstance(obs_dim, int):
+            raise ConfigError("algo=ddpg takes vector observations (its critic reads the observation and the action "
+                              "side by side); for image observations use algo=a2c or algo=reinforce")
         self.action_shape = action_space.shape
         action_dim = len(low)
-        self.actor = Actor(make_net(self.encode.dim, action_dim), low, high).to(self.device)
-        self.critic = Critic(make_net(self.encode.dim + action_dim, 1)).to(self.device)
-        self.actor_target = Actor(make_net(self.encode.dim, action_dim), low, high).to(self.device).requires_grad_(False)
-        self.critic_target = Critic(make_net(self.encode.dim + action_dim, 1)).to(self.device).requires_grad_(False)
+        self.actor = Actor(make_net(obs_dim, action_dim), low, high).to(self.device)
+        self.critic = Critic(make_net(obs_dim + action_dim, 1)).to(self.device)
+        self.actor_target = Actor(make_net(obs_dim, action_dim), low, high).to(self.device).requires_grad_(False)
+        self.critic_target = Critic(make_net(obs_dim + action_dim, 1)).to(self.device).requires_grad_(False)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.online_params = [*self.actor.parameters(), *self.critic.parameters()]

@@ -20,13 +20,19 @@ For a minibatch drawn uniformly from the buffer, the Bellman target (no gradient
     y = R_t + gamma^k (1 - terminated) Q_target(s', argmax_a' Q(s', a'))              (double=true)
 
 and the loss is mean Huber(Q(s_t, a_t) - y) (loss=huber, delta 1) or mean (Q(s_t, a_t) - y)^2
-(loss=mse), minimized with Adam, the gradient norm clipped to max_grad_norm.
+(loss=mse), minimized with Adam or RMSProp, the gradient norm clipped to max_grad_norm. RMSProp is
+Mnih et al.'s: centered (their gradient momentum 0.95 keeps the mean gradient it subtracts), squared-
+gradient decay 0.95, and optimizer_eps their min squared gradient (0.01; torch adds it after the
+square root, their code under it).
 
 Schedule, in env steps summed over all envs: uniformly random actions before `learning_starts`,
 then epsilon-greedy with epsilon following rlrun.schedules.Schedule (linear decay by default); `gradient_steps` minibatch updates every `train_every` env steps once
 learning_starts have passed; every `target_update_every` env steps the target moves to the online
 network, theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy). With
 lr_schedule=linear the learning rate decays linearly to 0 over total_steps env steps.
+
+Image observations (stacks of uint8 frames, as the 4x84x84 Atari input of Mnih et al.) go through the
+network=cnn trunk, and the replay buffer stores each frame once (rlrun.buffers.FrameReplayBuffer).
 """
 
 from __future__ import annotations
@@ -40,12 +46,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlrun.buffers import ReplayBuffer
+from rlrun.buffers import FrameReplayBuffer, ReplayBuffer
 from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, resolve_device
+from rlrun.networks import ObservationEncoder, is_image, resolve_device
 from rlrun.schedules import LearningRateSchedule, schedule_from
 
 LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
+OPTIMIZERS = {  # fused / foreach: one kernel per step instead of one per parameter tensor, faster on CPU too
+    "adam": lambda params, lr, eps: torch.optim.Adam(params, lr, eps=eps, fused=True),
+    "rmsprop": lambda params, lr, eps: torch.optim.RMSprop(params, lr, alpha=0.95, eps=eps, centered=True, foreach=True),
+}
 
 
 def n_step_transition(window: deque, next_obs: np.ndarray, terminated: bool, gamma: float) -> dict[str, Any]:
@@ -67,9 +77,12 @@ class DQN:
                  learning_starts: int = 1000, train_every: int = 4, gradient_steps: int = 1,
                  target_update_every: int = 1000, tau: float = 1.0, epsilon: Mapping[str, Any] | None = None,
                  double: bool = False, n_step: int = 1, loss: str = "huber", max_grad_norm: float | None = 10.0,
+                 optimizer: str = "adam", optimizer_eps: float = 1e-8,
                  lr_schedule: str = "constant", total_steps: int | None = None, seed: int = 0):
         if loss not in LOSSES:
             raise ConfigError(f"algo.loss={loss!r} is unknown; use one of {', '.join(LOSSES)}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"algo.optimizer={optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
         for key, value, least in (("n_step", n_step, 1), ("buffer_size", buffer_size, 1),
                                   ("learning_starts", learning_starts, 0)):
             if not isinstance(value, int) or value < least:
@@ -92,15 +105,19 @@ class DQN:
 
         self.encode = ObservationEncoder(observation_space, self.device)
         self.num_actions = int(action_space.n)
-        self.q = make_net(self.encode.dim, self.num_actions).to(self.device)
-        self.q_target = make_net(self.encode.dim, self.num_actions).to(self.device).requires_grad_(False)
+        self.q = make_net(self.encode.input_shape, self.num_actions).to(self.device)
+        self.q_target = make_net(self.encode.input_shape, self.num_actions).to(self.device).requires_grad_(False)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=lr, fused=True)  # one kernel per step: faster on CPU too
+        self.optimizer = OPTIMIZERS[optimizer](self.q.parameters(), lr=lr, eps=optimizer_eps)
 
         obs_shape, obs_dtype = observation_space.shape, observation_space.dtype
-        self.buffer = ReplayBuffer(buffer_size, {
-            "obs": (obs_shape, obs_dtype), "action": ((), np.int64), "reward": ((), np.float32),
-            "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32), "discount": ((), np.float32)})
+        fields = {"action": ((), np.int64), "reward": ((), np.float32), "terminated": ((), np.float32),
+                  "discount": ((), np.float32)}
+        if is_image(observation_space) and not self.encode.channels_last:  # stacks of frames: each frame once
+            self.buffer: ReplayBuffer | FrameReplayBuffer = FrameReplayBuffer(buffer_size, obs_shape, obs_dtype, fields)
+        else:
+            self.buffer = ReplayBuffer(buffer_size, {"obs": (obs_shape, obs_dtype), "next_obs": (obs_shape, obs_dtype),
+                                                     **fields})
         self.windows: list[deque] = []  # per env: (s, a, r) of the steps not yet in the buffer
         self.rng = np.random.default_rng(seed)  # draws the minibatches
 

@@ -66,10 +66,10 @@ class Reinforce:
 
         self.encode = ObservationEncoder(observation_space, self.device)
         self.head = PolicyHead(action_space).to(self.device)
-        self.policy = make_net(self.encode.dim, self.head.action_dim).to(self.device)
+        self.policy = make_net(self.encode.input_shape, self.head.action_dim).to(self.device)
         policy_params = list(self.policy.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
         param_groups = [{"params": policy_params, "lr": lr}]
-        self.value = make_net(self.encode.dim, 1).to(self.device) if baseline == "value" else None
+        self.value = make_net(self.encode.input_shape, 1).to(self.device) if baseline == "value" else None
         if self.value is not None:
             param_groups.append({"params": list(self.value.parameters()), "lr": value_lr})
         self.optimizer = torch.optim.Adam(param_groups)

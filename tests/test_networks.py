@@ -1,0 +1,62 @@
+"""The network factory: mlp and cnn trunks, the automatic choice from the observations, image encoding."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rlrun.core import ConfigError
+from rlrun.networks import ConvFeatures, ObservationEncoder, network
+
+ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+
+def test_auto_picks_the_nature_cnn_for_images_and_the_mlp_for_vectors():
+    cnn = network((4, 84, 84), 6)
+    convolutions = [layer for layer in cnn.modules() if isinstance(layer, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convolutions] == [
+        (4, 32, (8, 8), (4, 4)), (32, 64, (4, 4), (2, 2)), (64, 64, (3, 3), (1, 1))]
+    linears = [layer for layer in cnn.modules() if isinstance(layer, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(64 * 7 * 7, 512), (512, 6)]  # Mnih et al. 2015
+    mlp = network(4, 2)
+    assert not any(isinstance(layer, nn.Conv2d) for layer in mlp.modules())
+    assert [l.out_features for l in mlp.modules() if isinstance(l, nn.Linear)] == [64, 64, 2]
+
+
+def test_the_cnn_scales_uint8_pixels_to_the_unit_interval_inside_the_network():
+    torch.manual_seed(0)
+    net = network((4, 84, 84), 3)
+    pixels = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    features, body = net[1], net[2]
+    np.testing.assert_allclose(net(pixels).detach(), body(features(pixels.float() / 255)).detach(), rtol=1e-6)
+
+
+def test_cnn_heads_serve_dqn_dueling_and_a_shared_actor_critic():
+    pixels = torch.zeros(5, 4, 84, 84, dtype=torch.uint8)
+    assert network((4, 84, 84), 6, dueling=True)(pixels).shape == (5, 6)
+    logits, value = network((4, 84, 84), (6, 1))(pixels)
+    assert logits.shape == (5, 6) and value.shape == (5, 1)
+
+
+def test_images_stay_uint8_and_channels_last_images_are_turned_channels_first():
+    encode = ObservationEncoder(ATARI, torch.device("cpu"))
+    batch = encode(np.zeros((2, 4, 84, 84), np.uint8))
+    assert encode.input_shape == (4, 84, 84) and batch.dtype == torch.uint8 and batch.shape == (2, 4, 84, 84)
+    rgb = ObservationEncoder(gym.spaces.Box(0, 255, (96, 96, 3), np.uint8), torch.device("cpu"))
+    image = np.arange(96 * 96 * 3, dtype=np.uint8).reshape(1, 96, 96, 3)
+    assert rgb.input_shape == (3, 96, 96)
+    np.testing.assert_array_equal(rgb(image)[0, 2], image[0, :, :, 2])
+    assert ObservationEncoder(gym.spaces.Box(-1, 1, (3, 4, 5), np.float32), torch.device("cpu")).input_shape == 60
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: network(4, 2, trunk="cnn"), "network=cnn needs image observations"),
+    (lambda: network(4, 2, trunk="resnet"), "network.trunk='resnet' is unknown"),
+    (lambda: ConvFeatures((1, 20, 20), [[32, 8, 4], [64, 4, 2], [64, 3, 1]]), r"images of shape \(1, 20, 20\) are too small"),
+])
+def test_bad_network_settings_are_one_line_errors(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
