@@ -131,15 +131,23 @@ def test_learning_and_target_updates_are_counted_in_env_steps_over_all_envs():
     assert metrics["charts/epsilon"] == dqn.epsilon(12)
 
 
+def test_a_vector_step_past_several_train_every_multiples_makes_that_many_rounds_of_updates():
+    dqn = agent(train_every=2, gradient_steps=3, make_net=partial(network, hidden_sizes=[4]))
+    four = Transition(np.zeros((4, 1), np.float32), np.array([0, 1, 0, 1]), np.ones(4, np.float32),
+                      np.ones((4, 1), np.float32), np.zeros(4, bool), np.zeros(4, bool))
+    dqn.observe(four)  # 4 env steps: the multiples 2 and 4 of train_every
+    assert [state["step"].item() for state in dqn.optimizer.state.values()] == [6] * 4  # 2 rounds x 3 steps
+
+
 def test_huber_loss_and_q_values_metrics():
     dqn = with_q_values(agent(gamma=0.0, lr=1e-9), online=[3.0, 0.0], target=[0.0, 0.0])
     dqn.store(step(0, 0.5, 1))  # y = 0.5, Q = 3: Huber = |3 - 0.5| - 0.5 = 2
-    metrics = dqn.learn()
+    metrics = dqn.learn(1)
     assert metrics["td_loss"] == pytest.approx(2.0, rel=1e-4)
     assert metrics["q_values"] == pytest.approx(3.0, rel=1e-4)
     mse = with_q_values(agent(gamma=0.0, lr=1e-9, loss="mse"), online=[3.0, 0.0], target=[0.0, 0.0])
     mse.store(step(0, 0.5, 1))
-    assert mse.learn()["td_loss"] == pytest.approx(6.25, rel=1e-4)
+    assert mse.learn(1)["td_loss"] == pytest.approx(6.25, rel=1e-4)
 
 
 def test_epsilon_greedy_actions():

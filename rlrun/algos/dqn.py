@@ -26,8 +26,9 @@ gradient decay 0.95, and optimizer_eps their min squared gradient (0.01; torch a
 square root, their code under it).
 
 Schedule, in env steps summed over all envs: uniformly random actions before `learning_starts`,
-then epsilon-greedy with epsilon following rlrun.schedules.Schedule (linear decay by default); `gradient_steps` minibatch updates every `train_every` env steps once
-learning_starts have passed; every `target_update_every` env steps the target moves to the online
+then epsilon-greedy with epsilon following rlrun.schedules.Schedule (linear decay by default);
+`gradient_steps` minibatch updates for each multiple of `train_every` env steps passed (two after a
+vector step of 8 envs with train_every 4) once learning_starts have passed; every `target_update_every` env steps the target moves to the online
 network, theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy). With
 lr_schedule=linear the learning rate decays linearly to 0 over total_steps env steps.
 
@@ -134,8 +135,9 @@ class DQN:
         before, self.env_steps = self.env_steps, self.env_steps + len(t.reward)
         self.store(t)
         metrics = {"charts/epsilon": self.epsilon(self.env_steps)}
-        if self.env_steps > self.learning_starts and self.crossed(before, self.train_every):
-            metrics.update(self.learn())
+        rounds = self.env_steps // self.train_every - before // self.train_every
+        if self.env_steps > self.learning_starts and rounds:
+            metrics.update(self.learn(rounds * self.gradient_steps))
         if self.crossed(before, self.target_update_every):
             self.update_target()
         return metrics
@@ -168,12 +170,12 @@ class DQN:
             next_value = next_q_target.gather(-1, best_action).squeeze(-1)
             return reward + discount * (1.0 - terminated) * next_value
 
-    def learn(self) -> dict[str, float]:
+    def learn(self, gradient_steps: int) -> dict[str, float]:
         if len(self.buffer) < self.batch_size:
             return {}
         self.lr_schedule.apply(self.optimizer, self.env_steps)
         td_losses, q_values = [], []
-        for _ in range(self.gradient_steps):
+        for _ in range(gradient_steps):
             batch = {key: torch.as_tensor(value, device=self.device)
                      for key, value in self.buffer.sample(self.batch_size, self.rng).items()}
             target = self.td_target(batch["reward"], batch["discount"], batch["terminated"],
