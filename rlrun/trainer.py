@@ -214,6 +214,7 @@ class Trainer:
     def _restore(self, payload: dict[str, Any]) -> None:
         self.agent.load_state_dict(payload["agent"])
         self.env_steps = payload["env_steps"]
+        self.train_seconds = payload.get("train_seconds", 0.0)  # charts/SPS counts the steps before the resume too
         self.episodes = payload["episodes"]
         self.best_eval_return = payload["best_eval_return"]
         self.evaluations = payload["evaluations"]
@@ -337,6 +338,7 @@ class Trainer:
         checkpoint.save(self.run_dir / "checkpoints" / name, {
             "agent": self._agent_state(with_replay=name != "best.pt"),
             "env_steps": self.env_steps,
+            "train_seconds": self.train_seconds,
             "episodes": self.episodes,
             "best_eval_return": self.best_eval_return,
             "evaluations": self.evaluations,

@@ -167,13 +167,16 @@ def test_a_run_resumed_after_a_crash_continues_exactly(tmp_path):
     assert checkpoint.load(checkpoints / "last.pt")["env_steps"] == 12  # the sync point before the crash
     assert checkpoint.load(checkpoints / "interrupted.pt")["env_steps"] == 18  # 9 env steps, the 9th unobserved
     resumed = RecordingAgent()
-    resumed_summary = trainer(resumed, tmp_path / "cut").run(checkpoint.load(checkpoints / "last.pt"))
+    saved = checkpoint.load(checkpoints / "last.pt")
+    saved["train_seconds"] = 1000.0  # as if the first 12 steps had taken that long
+    resumed_summary = trainer(resumed, tmp_path / "cut").run(saved)
     assert len(resumed.transitions) == 9  # vector steps 7 to 15
     for a, b in zip(whole.transitions[6:], resumed.transitions, strict=True):
         for field in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     for key in ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return"):
         assert resumed_summary[key] == whole_summary[key]
+    assert resumed_summary["steps_per_second"] < 30 / 1000  # steps per second of the whole run, not since the resume
     events = EventAccumulator(str(tmp_path / "cut"))
     events.Reload()
     assert [s.step for s in events.Scalars("eval/mean_return")] == [10, 20, 30]  # each step once
