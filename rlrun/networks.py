@@ -62,9 +62,9 @@ def network(in_shape: int | Sequence[int], out_dim: int | Sequence[int], trunk: 
     activation = TRUNK_DEFAULTS[trunk]["activation"] if activation is None else activation
     if trunk == "cnn":
         features: nn.Module = ConvFeatures(tuple(in_shape), conv_layers)
+        in_dim = features.out_dim
     else:
-        features = nn.Flatten() if image else nn.Identity()
-    in_dim = features.out_dim if trunk == "cnn" else int(np.prod(in_shape))
+        features, in_dim = nn.Flatten(), int(np.prod(in_shape))
     if dueling and not isinstance(out_dim, int):
         raise ConfigError("network.dueling=true builds Q-networks (algo=dqn); set network.dueling=false")
     if dueling:
@@ -73,7 +73,7 @@ def network(in_shape: int | Sequence[int], out_dim: int | Sequence[int], trunk: 
         body = mlp(in_dim, out_dim, hidden_sizes, activation)
     else:
         body = MultiHeadMLP(in_dim, out_dim, hidden_sizes, activation)
-    return body if not image else nn.Sequential(ScaleImage(), features, body)
+    return nn.Sequential(ScaleImage(), features, body) if image else body
 
 
 class ScaleImage(nn.Module):

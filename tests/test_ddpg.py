@@ -14,6 +14,7 @@ from torch import nn
 from conftest import read_summary, run_rlrun
 from rlrun.algos.ddpg import DDPG, OrnsteinUhlenbeckNoise
 from rlrun.core import ConfigError, Transition
+from rlrun.networks import network
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 3.0, (1,), np.float32)  # center 1, half range 2
@@ -231,3 +232,8 @@ def test_mujoco_smoke(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path / "run")
     assert summary["env_steps"] == 1000 and summary["final_eval"]["mean_return"] >= 1
+
+
+def test_image_observations_are_refused_with_the_algorithms_that_take_them():
+    with pytest.raises(ConfigError, match="algo=ddpg takes vector observations.*algo=a2c or algo=reinforce"):
+        DDPG(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), ACTION_SPACE, network)
