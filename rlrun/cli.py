@@ -231,7 +231,8 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     from rlrun.trainer import Trainer, TrainerSettings
 
     algo_name = HydraConfig.get().runtime.choices["algo"]
-    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True)
+    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
+                                max_episode_steps=cfg.eval.max_episode_steps)
     check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
                  eval_envs.single_action_space, cfg.env.id)
 

@@ -150,14 +150,16 @@ def unknown_env_message(env_id: str) -> str:
 
 
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: str | None = None,
-                    wrap: Callable[[gym.Env], gym.Env] | None = None, evaluation: bool = False) -> gym.vector.VectorEnv:
+                    wrap: Callable[[gym.Env], gym.Env] | None = None, evaluation: bool = False,
+                    max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_cfg.id` that reset in the same step an episode ends.
 
     The true last observation of a finished episode is in info["final_obs"] (mask info["_final_obs"]);
     finished episodes' return and length are in info["episode"] (mask info["_episode"]).
     Box actions are clipped to the space's bounds before they reach the env. `wrap`, when given, wraps
     each copy (e.g. in gymnasium's RecordVideo); it must be picklable for async envs. `evaluation` leaves out
-    the training-only Atari wrappers (life loss as terminal, reward clipping).
+    the training-only Atari wrappers (life loss as terminal, reward clipping). `max_episode_steps`, when given,
+    replaces env_cfg.max_episode_steps (an evaluation's own time limit).
     """
     vectorization = vectorization or env_cfg.vectorization
     if vectorization not in VECTORIZATIONS:
@@ -165,8 +167,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     kwargs = dict(env_cfg.kwargs or {})
     discretize = dict(env_cfg.get("discretize") or {})
     atari = dict(env_cfg.get("atari") or {})
-    make_one = partial(make_env, env_cfg.id, env_cfg.max_episode_steps, kwargs, discretize, atari=atari,
-                       evaluation=evaluation)
+    time_limit = max_episode_steps or env_cfg.max_episode_steps
+    make_one = partial(make_env, env_cfg.id, time_limit, kwargs, discretize, atari=atari, evaluation=evaluation)
     if wrap is not None:
         make_one = partial(wrapped_env, make_one, wrap)
     envs = VECTORIZATIONS[vectorization]([make_one] * (num_envs or env_cfg.num_envs), autoreset_mode=AutoresetMode.SAME_STEP)

@@ -3,8 +3,9 @@
     rlrun-eval PATH [episodes=10] [seed=0] [video=false] [device=cpu] [epsilon=<the run's eval.epsilon>]
 
 PATH is a checkpoint, or a run folder (its checkpoints/best.pt, else last.pt). The agent is rebuilt
-from the config stored in the checkpoint and runs `episodes` deterministic episodes, seeded (each
-action random with probability `epsilon`); the result goes to eval.json in the run folder. video=true records the first episode to
+from the config stored in the checkpoint and runs `episodes` deterministic episodes, seeded, as the
+run evaluated (each action random with probability `epsilon`, the run's eval.max_episode_steps);
+the result goes to eval.json in the run folder. video=true records the first episode to
 <run>/videos/*.mp4 with gymnasium's RecordVideo and adds it to the run's TensorBoard.
 """
 
@@ -80,7 +81,8 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
         config.algo.device = device
 
     def build(env_cfg: Any, num_envs: int, wrap=None):
-        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True)
+        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
+                               max_episode_steps=config.get("eval", {}).get("max_episode_steps"))
         use_observation_statistics(envs, payload.get("observation_statistics"))
         return envs
 

@@ -138,6 +138,14 @@ def test_evaluation_takes_a_random_action_with_probability_epsilon():
     np.testing.assert_array_equal(random_walk, evaluate(RecordingAgent(), envs, seed=0, epsilon=1.0))  # seeded
 
 
+def test_an_evaluation_time_limit_replaces_the_envs_own():
+    envs = make_vector_env(corridor_cfg(1, max_episode_steps=4), max_episode_steps=2, evaluation=True)
+    envs.reset(seed=0)
+    envs.step(np.array([0]))
+    _, _, terminated, truncated, _ = envs.step(np.array([0]))
+    assert truncated[0] and not terminated[0]
+
+
 def test_crossed_detects_each_multiple_once():
     assert [s for s in range(0, 30, 4) if crossed(s, s + 4, 10)] == [8, 16, 28]
     assert crossed(8, 12, 10) and not crossed(10, 14, 10) and crossed(18, 20, 10)
