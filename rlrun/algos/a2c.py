@@ -40,7 +40,10 @@ from rlrun.core import ConfigError, Transition
 from rlrun.networks import ObservationEncoder, PolicyHead, resolve_device
 from rlrun.schedules import LearningRateSchedule
 
-OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+OPTIMIZERS = {  # fused / foreach: one kernel per step instead of one per parameter tensor, faster on CPU too
+    "rmsprop": lambda params, lr, eps: torch.optim.RMSprop(params, lr, eps=eps, foreach=True),
+    "adam": lambda params, lr, eps: torch.optim.Adam(params, lr, eps=eps, fused=True),
+}
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
@@ -98,7 +101,7 @@ class A2C:
         self.nets.to(self.device)
         self.head.to(self.device)
         self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr, eps=optimizer_eps, foreach=True)
+        self.optimizer = OPTIMIZERS[optimizer](self.params, lr, optimizer_eps)
         self.rollout: list[Transition] = []
 
     def initialize_orthogonally(self) -> None:
