@@ -51,8 +51,9 @@ class ReplayBuffer:
         self.size = min(self.size + count, self.capacity)
 
     def state_dict(self) -> dict[str, Any]:
-        """The rows held, as tensors (for a checkpoint), and the write position."""
-        return {"fields": {name: torch.from_numpy(values[:self.size].copy()) for name, values in self.data.items()},
+        """The rows held, as tensors that view the buffer's arrays (rlrun.checkpoint.save copies out what it
+        writes, so a checkpoint left without the buffer costs no copy), and the write position."""
+        return {"fields": {name: torch.from_numpy(values[:self.size]) for name, values in self.data.items()},
                 "next_row": self.next_row, "size": self.size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -84,11 +85,10 @@ class FrameReplayBuffer:
         if capacity < 4 * stack_size:
             raise ConfigError(f"algo.buffer_size={capacity} is too small for stacks of {stack_size} frames; "
                               f"use at least {4 * stack_size}")
-        self.stack_size = stack_size
         self.rows = ReplayBuffer(capacity, {**fields, "obs_frames": ((stack_size,), np.int64),
                                             "next_obs_frames": ((stack_size,), np.int64),
                                             "oldest_frame": ((), np.int64)})
-        check_fits_in_memory(capacity * int(np.prod(frame_shape)) * np.dtype(dtype).itemsize)
+        check_fits_in_memory(capacity * int(np.prod(frame_shape)) * np.dtype(dtype).itemsize + self.rows.nbytes)
         self.frames = np.zeros((capacity, *frame_shape), dtype)
         self.frames_added = 0
         self.recent_limit = min(recent, capacity // 2)
@@ -104,10 +104,12 @@ class FrameReplayBuffer:
 
     def add(self, obs: np.ndarray, next_obs: np.ndarray, **rows: np.ndarray) -> None:
         """Append a batch of rows: stacks `obs` and `next_obs` (leading dimension = rows) and the other fields."""
-        obs_frames = np.array([[self.frame_id(frame) for frame in stack] for stack in obs], dtype=np.int64)
-        next_obs_frames = np.array([[self.frame_id(frame) for frame in stack] for stack in next_obs], dtype=np.int64)
+        obs_frames, next_obs_frames = self.frame_ids(obs), self.frame_ids(next_obs)
         oldest = np.minimum(obs_frames.min(1), next_obs_frames.min(1))
         self.rows.add(**rows, obs_frames=obs_frames, next_obs_frames=next_obs_frames, oldest_frame=oldest)
+
+    def frame_ids(self, stacks: np.ndarray) -> np.ndarray:
+        return np.array([[self.frame_id(frame) for frame in stack] for stack in stacks], dtype=np.int64)
 
     def frame_id(self, frame: np.ndarray) -> int:
         """The id of a stored frame equal to `frame`, storing it first when none of the recent ones is."""
@@ -140,9 +142,7 @@ class FrameReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         state = self.rows.state_dict()
-        held = min(self.frames_added, len(self.frames))
-        # a full ring goes as it is: no copy of gigabytes (torch.save would write a partial view's whole array)
-        state["fields"]["frames"] = torch.from_numpy(self.frames if held == len(self.frames) else self.frames[:held].copy())
+        state["fields"]["frames"] = torch.from_numpy(self.frames[:min(self.frames_added, len(self.frames))])
         return {**state, "frames_added": self.frames_added}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

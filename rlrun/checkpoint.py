@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import tempfile
@@ -14,19 +15,36 @@ from rlrun.core import ConfigError
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to a temp file in the same folder, fsync it, then rename it over `path`."""
+    """Write `payload` to a temp file in the same folder, fsync it, then rename it over `path`.
+
+    A tensor that views part of a larger array (the rows held by a replay buffer that is not full) is written as
+    a copy of that part: torch.save writes a tensor's whole storage."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(without_excess_storage(payload), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def without_excess_storage(node: Any) -> Any:
+    """`node` with every tensor that views part of a larger storage replaced by a copy of that part."""
+    if isinstance(node, torch.Tensor):
+        return node.clone() if node.untyped_storage().nbytes() > node.nbytes else node
+    if isinstance(node, dict):
+        compacted = copy.copy(node)  # keeps the type and attributes (a module state_dict's _metadata)
+        for key, value in node.items():
+            compacted[key] = without_excess_storage(value)
+        return compacted
+    if isinstance(node, list):
+        return [without_excess_storage(value) for value in node]
+    return node
 
 
 def load(path: str | Path) -> dict[str, Any]:

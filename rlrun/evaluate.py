@@ -79,10 +79,11 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
     config = OmegaConf.create(payload["config"])
     if device is not None:
         config.algo.device = device
+    eval_cfg = config.get("eval", {})  # checkpoints of older runs have no eval.epsilon or eval.max_episode_steps
 
     def build(env_cfg: Any, num_envs: int, wrap=None):
         envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
-                               max_episode_steps=config.get("eval", {}).get("max_episode_steps"))
+                               max_episode_steps=eval_cfg.get("max_episode_steps"))
         use_observation_statistics(envs, payload.get("observation_statistics"))
         return envs
 
@@ -90,7 +91,7 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
     agent = instantiate(config.algo)(envs.single_observation_space, envs.single_action_space)
     agent.load_state_dict(payload["agent"])
     if epsilon is None:
-        epsilon = config.get("eval", {}).get("epsilon", 0.0)
+        epsilon = eval_cfg.get("epsilon", 0.0)
     returns = evaluate(agent, envs, seed, epsilon)
     envs.close()
     result = {"checkpoint": str(checkpoint_path), "env_steps": payload["env_steps"], "episodes": episodes,

@@ -161,9 +161,8 @@ class ObservationEncoder:
             self.num_states = int(space.n)
             self.input_shape: int | tuple[int, ...] = self.num_states
         elif is_image(space):
-            height_width_channels = space.shape[-1] <= 4 < space.shape[0]
-            self.channels_last = height_width_channels
-            self.input_shape = (space.shape[2], *space.shape[:2]) if height_width_channels else tuple(space.shape)
+            self.channels_last = space.shape[-1] <= 4 < space.shape[0]
+            self.input_shape = (space.shape[2], *space.shape[:2]) if self.channels_last else tuple(space.shape)
         else:
             self.input_shape = int(np.prod(space.shape))
 

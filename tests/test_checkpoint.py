@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,15 @@ def test_missing_and_truncated_checkpoints_are_config_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ConfigError, match="cannot be read safely"):
         checkpoint.load(path)
+
+
+def test_a_view_of_part_of_an_array_is_written_as_that_part_only(tmp_path):
+    rows = np.arange(10**6, dtype=np.float32)
+    held = torch.from_numpy(rows[:1000])  # what a replay buffer that is not full hands out
+    module_state = torch.nn.Linear(2, 2).state_dict()
+    checkpoint.save(tmp_path / "last.pt", {"replay": [held], "net": module_state})
+    assert (tmp_path / "last.pt").stat().st_size < 100_000  # the whole array is 4 MB
+    loaded = checkpoint.load(tmp_path / "last.pt")
+    assert torch.equal(loaded["replay"][0], held)
+    assert loaded["net"]._metadata == module_state._metadata  # the module state_dict keeps its version data
+    assert held.untyped_storage().data_ptr() == torch.from_numpy(rows).untyped_storage().data_ptr()  # untouched

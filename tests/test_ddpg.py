@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from conftest import read_summary, run_rlrun
+
+from rlrun import checkpoint
 from rlrun.algos.ddpg import DDPG, OrnsteinUhlenbeckNoise
 from rlrun.core import ConfigError, Transition
 from rlrun.networks import network
@@ -198,9 +200,9 @@ def test_state_dict_round_trip(tmp_path):
     for _ in range(3):
         ddpg.act(np.zeros((1, 1), np.float32))
         ddpg.observe(step([0.5], [1.0], [1.0], [0.7]))
-    torch.save(ddpg.state_dict(), tmp_path / "ddpg.pt")
+    checkpoint.save(tmp_path / "ddpg.pt", {"agent": ddpg.state_dict()})
     restored = agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-    restored.load_state_dict(torch.load(tmp_path / "ddpg.pt", weights_only=True))
+    restored.load_state_dict(checkpoint.load(tmp_path / "ddpg.pt")["agent"])
     obs = np.array([[0.3], [-2.0]], np.float32)
     assert np.array_equal(restored.act(obs, explore=False), ddpg.act(obs, explore=False))
     assert torch.equal(restored.ou_noise.state, ddpg.ou_noise.state)

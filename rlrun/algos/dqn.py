@@ -28,8 +28,9 @@ square root, their code under it).
 Schedule, in env steps summed over all envs: uniformly random actions before `learning_starts`,
 then epsilon-greedy with epsilon following rlrun.schedules.Schedule (linear decay by default);
 `gradient_steps` minibatch updates for each multiple of `train_every` env steps passed (two after a
-vector step of 8 envs with train_every 4) once learning_starts have passed; every `target_update_every` env steps the target moves to the online
-network, theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy). With
+vector step of 8 envs with train_every 4) once learning_starts have passed; every
+`target_update_every` env steps the target moves to the online network,
+theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy). With
 lr_schedule=linear the learning rate decays linearly to 0 over total_steps env steps.
 
 Image observations (stacks of uint8 frames, as the 4x84x84 Atari input of Mnih et al.) go through the
