@@ -6,10 +6,12 @@ torch, gymnasium and tensorboard are imported only when a run starts, so `rlrun 
 
 from __future__ import annotations
 
+import atexit
 import importlib.resources
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +44,19 @@ def main() -> None:
         return
     sys.argv = [sys.argv[0], *argv]
     hydra_main()
+    exit_without_teardown()
+
+
+def exit_without_teardown() -> None:
+    """Exit with code 0 once every run is done, skipping the interpreter's module teardown, where torch
+    unregisters its operators one by one: over a second in every process that trained. The interpreter's
+    other exit steps run as usual: joining non-daemon threads (a launcher's), then the atexit handlers
+    (logging, launchers); everything rlrun writes is closed by then."""
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def resume_arguments(argv: list[str]) -> list[str]:

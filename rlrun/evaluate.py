@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlrun.cli import user_errors
+from rlrun.cli import exit_without_teardown, user_errors
 from rlrun.core import ConfigError
 
 OPTIONS = {"episodes": 10, "seed": 0, "video": False, "device": None, "epsilon": None}
@@ -38,6 +38,7 @@ def main() -> None:
           f"({result['checkpoint']}, env step {result['env_steps']})")
     if "video" in result:
         print(f"rlrun-eval: video {result['video']}")
+    exit_without_teardown()
 
 
 def options(argv: list[str]) -> dict[str, Any]:

@@ -98,6 +98,15 @@ def test_default_output_folder_and_module_env_ids(tmp_path):
     assert str(run_dir.relative_to(tmp_path)) in result.stdout
 
 
+def test_everything_printed_arrives_despite_the_fast_exit(tmp_path):
+    """rlrun leaves without the interpreter's teardown (cli.exit_without_teardown): its last lines must still
+    arrive through a buffered pipe, here with no logging handler that would flush stdout on the way out."""
+    result = run_rlrun("total_steps=300", "eval.every=100", "progress=false", "hydra/job_logging=disabled",
+                       "hydra.run.dir=run", cwd=tmp_path, env={"PYTHONUNBUFFERED": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("rlrun: run folder run ")
+
+
 def test_user_config_dir_adds_an_env(tmp_path):
     (tmp_path / "conf" / "env").mkdir(parents=True)
     (tmp_path / "conf" / "env" / "Corridor.yaml").write_text(

@@ -151,9 +151,9 @@ class A2C:
         obs, actions, rewards, next_obs, terminated, truncated = (np.stack(field) for field in zip(*(
             (t.obs, t.action, t.reward, t.next_obs, t.terminated, t.truncated) for t in self.rollout)))
         batch = steps * num_envs
-        # one forward pass over s_t and s'_t; only the outputs of s_t carry gradients
-        out, values = self.policy_and_value(self.encode(np.concatenate([obs, next_obs]).reshape(2 * batch, *obs.shape[2:])))
-        out, values, next_values = out[:batch], values[:batch], values[batch:].detach()
+        out, values = self.policy_and_value(self.encode(obs.reshape(batch, *obs.shape[2:])))
+        with torch.no_grad():  # V(s'_t) is a constant of the loss: no graph, and no policy pass over s'_t
+            next_values = self.value(self.encode(next_obs.reshape(batch, *obs.shape[2:])))
         values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
         advantages_np = gae(rewards, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
                             terminated, truncated, self.gamma, self.gae_lambda)
