@@ -186,16 +186,13 @@ class PolicyHead(nn.Module):
         self.action_shape = () if self.discrete else tuple(action_space.shape)
         self.log_std = nn.Parameter(torch.full((self.action_dim,), float(log_std_init)), requires_grad=not self.discrete)
 
-    def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
-        if self.discrete:
-            return torch.distributions.Categorical(logits=out, validate_args=False)
-        return torch.distributions.Normal(out, self.log_std.exp(), validate_args=False)
-
     def log_prob_and_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and H(pi(.|s)) per row (summed over the dimensions of a Box action)."""
-        pi = self.distribution(out)
-        log_prob, entropy = pi.log_prob(actions), pi.entropy()
-        return (log_prob, entropy) if self.discrete else (log_prob.sum(-1), entropy.sum(-1))
+        if self.discrete:  # log pi = log_softmax(logits): Categorical(logits)'s formulas in half its operations
+            log_pi = out.log_softmax(-1)
+            return log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
+        pi = torch.distributions.Normal(out, self.log_std.exp(), validate_args=False)
+        return pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)
 
     def act(self, out: torch.Tensor, explore: bool) -> np.ndarray:
         """A sample (explore) or the mode of the distribution, as a numpy batch of actions."""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlrun.core import ConfigError
-from rlrun.networks import ConvFeatures, ObservationEncoder, network
+from rlrun.networks import ConvFeatures, ObservationEncoder, PolicyHead, network
 
 ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 
@@ -60,3 +60,15 @@ def test_images_stay_uint8_and_channels_last_images_are_turned_channels_first():
 def test_bad_network_settings_are_one_line_errors(build, message):
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+def test_policy_head_log_probs_and_entropies_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    log_prob, entropy = PolicyHead(gym.spaces.Discrete(3)).log_prob_and_entropy(logits, torch.tensor([0, 2]))
+    torch.testing.assert_close(log_prob, torch.log(torch.tensor([0.5, 0.8])))
+    torch.testing.assert_close(entropy, torch.tensor([1.5 * np.log(2), -0.2 * np.log(0.1) - 0.8 * np.log(0.8)]).float())
+    gaussian = PolicyHead(gym.spaces.Box(-1, 1, (2,)), log_std_init=np.log(2.0))
+    log_prob, entropy = gaussian.log_prob_and_entropy(torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]))
+    log_density = -np.log(2 * np.sqrt(2 * np.pi))  # N(0, 2^2) at 0; at 2 it is lower by 1/2
+    torch.testing.assert_close(log_prob, torch.tensor([2 * log_density - 0.5]).float())
+    torch.testing.assert_close(entropy, torch.tensor([2 * (0.5 + 0.5 * np.log(2 * np.pi) + np.log(2.0))]).float())
