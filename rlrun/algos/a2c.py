@@ -152,7 +152,7 @@ class A2C:
             (t.obs, t.action, t.reward, t.next_obs, t.terminated, t.truncated) for t in self.rollout)))
         batch = steps * num_envs
         out, values = self.policy_and_value(self.encode(obs.reshape(batch, *obs.shape[2:])))
-        with torch.no_grad():  # V(s'_t) is a constant of the loss: no graph, and no policy pass over s'_t
+        with torch.inference_mode():  # V(s'_t) is a constant of the loss: no graph, no policy pass over s'_t
             next_values = self.value(self.encode(next_obs.reshape(batch, *obs.shape[2:])))
         values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
         advantages_np = gae(rewards, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
@@ -165,9 +165,11 @@ class A2C:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         log_prob, entropy = self.head.log_prob_and_entropy(out, actions)
         policy_loss = -(log_prob * advantages).mean()
-        value_loss = (values - value_targets).pow(2).mean()
+        value_loss = nn.functional.mse_loss(values, value_targets)
         entropy = entropy.mean()
-        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
+        loss = policy_loss + self.value_coef * value_loss
+        if self.entropy_coef:  # otherwise no backward pass through the entropy
+            loss = loss - self.entropy_coef * entropy
 
         self.lr_schedule.apply(self.optimizer, self.env_steps)
         self.optimizer.zero_grad(set_to_none=True)
