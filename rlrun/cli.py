@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.resources
+import multiprocessing
 import os
 import re
 import sys
@@ -49,9 +50,12 @@ def main() -> None:
 
 def exit_without_teardown() -> None:
     """Exit with code 0 once every run is done, skipping the interpreter's module teardown, where torch
-    unregisters its operators one by one: over a second in every process that trained. The interpreter's
-    other exit steps run as usual: joining non-daemon threads (a launcher's), then the atexit handlers
-    (logging, launchers); everything rlrun writes is closed by then."""
+    unregisters its operators one by one: over a second in every process that trained. The idle workers of
+    a finished joblib sweep are stopped before they spend that second too. The interpreter's other exit
+    steps run as usual: joining non-daemon threads (a launcher's), then the atexit handlers (logging,
+    launchers); everything rlrun writes is closed by then."""
+    for worker in multiprocessing.active_children():
+        worker.terminate()
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     sys.stdout.flush()

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -193,6 +194,9 @@ class Trainer:
         try:
             if resume_from is None:
                 self._write_run_description()
+            # one bar per process: a thread lock, not tqdm's default multiprocess one (a named semaphore, which a
+            # sweep's idle worker, stopped once the sweep is done, would leave behind)
+            tqdm.set_lock(threading.RLock())
             with logging_redirect_tqdm(), tqdm(total=self.settings.total_steps, initial=self.env_steps, unit="step",
                                                dynamic_ncols=True,
                                                disable=None if self.settings.progress else True) as self.bar:
