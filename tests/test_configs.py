@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -70,3 +72,12 @@ def test_tuned_presets_are_picked_for_their_pair_and_lose_to_the_command_line(pa
     key, value = next((k, v) for k, v in leaves(OmegaConf.to_container(preset)) if isinstance(v, (int, float)))
     overridden = composed(f"algo={algo_name}", f"env={env_name}", f"{key}={value * 2}")
     assert OmegaConf.select(overridden, key) == value * 2
+
+
+def test_every_config_folder_is_an_installed_package():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(("rlrun", *folder.relative_to(root).parts)) for folder in (root / "configs").rglob("*")
+               if folder.is_dir() and any(folder.glob("*.yaml"))}
+    assert folders - listed == set()  # a folder missing there would be left out of a (non-editable) install
