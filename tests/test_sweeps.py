@@ -172,6 +172,8 @@ def test_shipped_searches_name_real_hyperparameters_and_their_ranges_are_valid(p
                     overrides.append(f"{key}={list(override.sweep_string_iterator())[end]}")
             cfg = compose("config", [f"+sweep={path.stem}", *overrides])
             check_values(OmegaConf.to_container(cfg, resolve=True))
+            # affordable trials: at most one gradient step per env step, whatever a tuned preset sets
+            assert cfg.algo.get("gradient_steps", 1) <= cfg.algo.get("train_every", 1)
             env = gym.make(cfg.env.id)
             instantiate(cfg.algo)(env.observation_space, env.action_space)
 
