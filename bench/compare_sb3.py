@@ -213,11 +213,11 @@ def main() -> None:
     print(f"\n{args.env}, threshold {args.threshold:g}, eval {EVAL_EPISODES} deterministic episodes every "
           f"{EVAL_EVERY} env steps, seeds {' '.join(map(str, args.seeds))} (medians; first-solve medians over "
           "the seeds that solved)\n")
-    header = ("algo", "system", "solved", "steps to first solve", "wall s to first solve", "final eval (each seed)",
-              "train steps/s")
+    header = ("algo", "env", "system", "solved", "steps to first solve", "wall s to first solve",
+              "final eval (each seed)", "train steps/s")
     rows = []
     for (algo, system), (_, s) in results.items():
-        rows.append((algo, system, s["solved"], "-" if s["steps"] is None else f"{s['steps']:.0f}",
+        rows.append((algo, args.env, system, s["solved"], "-" if s["steps"] is None else f"{s['steps']:.0f}",
                      "-" if s["seconds"] is None else f"{s['seconds']:.1f}",
                      f"{s['final']:.1f} ({', '.join(f'{f:.0f}' for f in s['finals'])})", f"{s['sps']:.0f}"))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
