@@ -69,7 +69,7 @@ def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path, system: str = "r
     evaluations = [{**e, "seconds": seconds[e["step"]]} for e in summary["evaluations"]]
     num_envs = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["env"]["num_envs"]
     run = {"evaluations": evaluations, "steps_per_second": summary["steps_per_second"], "num_envs": num_envs}
-    if algo == "a2c":  # the yardstick of its throughput, taken in this worker right after the run, as the run was
+    if (algo, system) == ("a2c", "rlrun"):  # the yardstick of its printed throughput, right after the run
         run["raw_rate"] = raw_vector_env_rate(env_id, num_envs)
     return run
 
