@@ -7,6 +7,7 @@ torch, gymnasium and tensorboard are imported only when a run starts, so `rlrun 
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib.resources
 import multiprocessing
 import os
@@ -238,29 +239,29 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     return the final evaluation's mean return (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     previous = previous_checkpoint(run_dir, config)
+    with garbage_collector_paused():
+        import random
 
-    import random
+        import numpy as np
+        import torch
+        from hydra.utils import get_class, instantiate
 
-    import numpy as np
-    import torch
-    from hydra.utils import get_class, instantiate
+        from rlrun.envs import make_vector_env
+        from rlrun.optimality import optimality_gap_for
+        from rlrun.trainer import Trainer, TrainerSettings
 
-    from rlrun.envs import make_vector_env
-    from rlrun.optimality import optimality_gap_for
-    from rlrun.trainer import Trainer, TrainerSettings
+        algo_name = HydraConfig.get().runtime.choices["algo"]
+        eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
+                                    max_episode_steps=cfg.eval.max_episode_steps)
+        check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
+                     eval_envs.single_action_space, cfg.env.id)
 
-    algo_name = HydraConfig.get().runtime.choices["algo"]
-    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
-                                max_episode_steps=cfg.eval.max_episode_steps)
-    check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
-                 eval_envs.single_action_space, cfg.env.id)
-
-    torch.set_num_threads(cfg.torch_threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    envs = make_vector_env(cfg.env)
-    agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
+        torch.set_num_threads(cfg.torch_threads)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        envs = make_vector_env(cfg.env)
+        agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
 
     resuming = f", resuming at step {previous['env_steps']}" if previous else ""
     print(f"rlrun: {algo_name} on {cfg.env.id}, {cfg.total_steps} steps{resuming} -> {shown(run_dir)}")
@@ -280,6 +281,20 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
           f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
           f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
     return final["mean_return"]
+
+
+@contextmanager
+def garbage_collector_paused() -> Iterator[None]:
+    """Build the run with Python's cyclic garbage collector off. Importing torch (and torch._dynamo with sympy,
+    which torch.optim loads) creates ~300k long-lived objects, and the collector scans them all again each time
+    the heap grows by a quarter: 0.2-0.6 s of every run's start-up spent finding no garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def previous_checkpoint(run_dir: Path, config: dict) -> dict | None:

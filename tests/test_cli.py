@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_summary, run_rlrun
-from rlrun.cli import print_job_config
+from rlrun.cli import garbage_collector_paused, print_job_config
 
 
 def test_help_lists_groups_and_keys(tmp_path):
@@ -105,6 +106,20 @@ def test_everything_printed_arrives_despite_the_fast_exit(tmp_path):
                        "hydra.run.dir=run", cwd=tmp_path, env={"PYTHONUNBUFFERED": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("rlrun: run folder run ")
+
+
+def test_garbage_collector_is_off_while_a_run_is_built_and_on_again_after():
+    with pytest.raises(RuntimeError), garbage_collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a run that fails while it is built")
+    assert gc.isenabled()
+    gc.disable()  # a caller who keeps the collector off keeps it off
+    try:
+        with garbage_collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_user_config_dir_adds_an_env(tmp_path):
