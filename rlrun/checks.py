@@ -20,6 +20,7 @@ POSITIVE_NUMBER_KEYS = {"max_grad_norm"}  # plus every key that is `lr` or ends 
 POSITIVE_INT_KEYS = {"num_envs", "episodes", "episodes_per_update", "torch_threads", "batch_size",
                      "seeds_per_trial"}  # plus *_steps, *every
 NULLABLE_KEYS = {"max_episode_steps", "max_grad_norm"}
+MAX_GRADIENT_STEPS_PER_ENV_STEP = 8
 
 
 def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -59,6 +60,20 @@ def check_values(config: dict[str, Any]) -> None:
         if rule is None or (value is None and key in NULLABLE_KEYS) or satisfies(value, rule):
             continue
         raise ConfigError(f"{path}={value!r} is invalid: it must be {rule}; fix it on the command line ({path}=...)")
+
+
+def replay_ratio_warning(algo: dict[str, Any]) -> str | None:
+    """A warning when an off-policy algo makes more than MAX_GRADIENT_STEPS_PER_ENV_STEP updates per env step:
+    most often `train_every` overridden alone on a preset that trains in large rounds (DQN on CartPole: 128
+    gradient steps every 256 env steps), which multiplies the updates and slows the run to a crawl."""
+    if "gradient_steps" not in algo or "train_every" not in algo:
+        return None
+    per_env_step = algo["gradient_steps"] / algo["train_every"]
+    if per_env_step <= MAX_GRADIENT_STEPS_PER_ENV_STEP:
+        return None
+    return (f"algo.gradient_steps={algo['gradient_steps']} every algo.train_every={algo['train_every']} env steps is "
+            f"{per_env_step:g} gradient steps per env step, which trains slowly; set the two together "
+            f"(algo.train_every={algo['train_every']} algo.gradient_steps=1 is one update per round)")
 
 
 def check_spaces(algo_name: str, algo_class: type, observation_space: Any, action_space: Any, env_id: str) -> None:

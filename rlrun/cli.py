@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib.resources
+import logging
 import multiprocessing
 import os
 import re
@@ -25,8 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from rlrun.checks import check_env_choice, check_spaces, check_values, config_names
+from rlrun.checks import check_env_choice, check_spaces, check_values, config_names, replay_ratio_warning
 from rlrun.core import ConfigError
+
+log = logging.getLogger(__name__)
 
 OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
                                 replace=True)
@@ -193,7 +196,10 @@ def hydra_main(cfg: DictConfig) -> float:
     and return the mean of their final eval returns, a steadier objective for a search than one run."""
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     with user_errors(), failure_recorded(job_dir):
-        check_values(OmegaConf.to_container(cfg, resolve=True))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        check_values(config)
+        if warning := replay_ratio_warning(config["algo"]):
+            log.warning("warning: %s", warning)
         if cfg.sweep.seeds_per_trial == 1:
             return train(cfg, job_dir)
         seeds = range(cfg.seed, cfg.seed + cfg.sweep.seeds_per_trial)

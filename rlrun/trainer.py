@@ -332,7 +332,7 @@ class Trainer:
         size = sum(tensor.nbytes for tensor in replay["fields"].values())
         if self.settings.save_replay is None and size > REPLAY_SAVE_LIMIT:
             if not self.warned_replay:
-                log.warning("the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts with an "
+                log.warning("warning: the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts with an "
                             "empty buffer; set checkpoint.save_replay=true to save it", size / 2**30)
                 self.warned_replay = True
             return state

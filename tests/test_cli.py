@@ -122,6 +122,15 @@ def test_garbage_collector_is_off_while_a_run_is_built_and_on_again_after():
         gc.enable()
 
 
+def test_an_extreme_replay_ratio_is_warned_in_the_output_and_the_log(tmp_path):
+    result = run_rlrun("algo=dqn", "algo.train_every=4", "total_steps=200", "eval.every=100", "progress=false",
+                       "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warning = "is 32 gradient steps per env step, which trains slowly"
+    assert warning in result.stdout
+    assert warning in (tmp_path / "run" / "rlrun.log").read_text()
+
+
 def test_user_config_dir_adds_an_env(tmp_path):
     (tmp_path / "conf" / "env").mkdir(parents=True)
     (tmp_path / "conf" / "env" / "Corridor.yaml").write_text(

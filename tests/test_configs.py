@@ -12,7 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
-from rlrun.checks import check_values, leaves, packaged_configs
+from rlrun.checks import check_values, leaves, packaged_configs, replay_ratio_warning
 from rlrun.envs import make_env
 
 ALGOS = sorted(path.stem for path in packaged_configs("algo"))
@@ -29,7 +29,9 @@ def composed(*overrides: str):
 @pytest.mark.parametrize("algo_name", ALGOS)
 def test_every_algo_env_pair_composes_and_instantiates(algo_name, env_name):
     cfg = composed(f"algo={algo_name}", f"env={env_name}")
-    check_values(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_values(config)
+    assert replay_ratio_warning(config["algo"]) is None
     assert cfg.env.id == env_name  # env configs are named by their gymnasium id
     env = make_env(cfg.env.id, cfg.env.max_episode_steps, dict(cfg.env.kwargs), dict(cfg.env.discretize))
     algo = get_class(cfg.algo._target_)
@@ -39,6 +41,15 @@ def test_every_algo_env_pair_composes_and_instantiates(algo_name, env_name):
         assert np.shape(action[0]) == env.action_space.shape  # Box actions are clipped by the env wrapper
         if isinstance(env.action_space, gym.spaces.Discrete):
             assert env.action_space.contains(int(action[0]))
+
+
+def test_train_every_overridden_alone_on_a_preset_that_trains_in_rounds_is_warned():
+    preset = OmegaConf.to_container(composed("algo=dqn", "env=CartPole-v1"), resolve=True)["algo"]
+    assert (preset["train_every"], preset["gradient_steps"]) == (256, 128)
+    warning = replay_ratio_warning({**preset, "train_every": 4})
+    assert warning.startswith("algo.gradient_steps=128 every algo.train_every=4 env steps is 32 gradient steps per env step")
+    assert replay_ratio_warning({**preset, "train_every": 4, "gradient_steps": 1}) is None
+    assert replay_ratio_warning({**preset, "train_every": 1, "gradient_steps": 8}) is None  # a chosen high ratio
 
 
 def test_generic_gym_env_takes_any_id():
