@@ -256,17 +256,18 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         from rlrun.optimality import optimality_gap_for
         from rlrun.trainer import Trainer, TrainerSettings
 
-        algo_name = HydraConfig.get().runtime.choices["algo"]
-        eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
-                                    max_episode_steps=cfg.eval.max_episode_steps)
-        check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
-                     eval_envs.single_action_space, cfg.env.id)
+    algo_name = HydraConfig.get().runtime.choices["algo"]
+    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
+                                max_episode_steps=cfg.eval.max_episode_steps)
+    check_spaces(algo_name, get_class(cfg.algo._target_), eval_envs.single_observation_space,
+                 eval_envs.single_action_space, cfg.env.id)
 
-        torch.set_num_threads(cfg.torch_threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        envs = make_vector_env(cfg.env)
+    torch.set_num_threads(cfg.torch_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    envs = make_vector_env(cfg.env)
+    with garbage_collector_paused():  # torch.optim imports torch._dynamo as the agent builds its optimizer
         agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
 
     resuming = f", resuming at step {previous['env_steps']}" if previous else ""
@@ -291,9 +292,10 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 @contextmanager
 def garbage_collector_paused() -> Iterator[None]:
-    """Build the run with Python's cyclic garbage collector off. Importing torch (and torch._dynamo with sympy,
-    which torch.optim loads) creates ~300k long-lived objects, and the collector scans them all again each time
-    the heap grows by a quarter: 0.2-0.6 s of every run's start-up spent finding no garbage."""
+    """Import torch with Python's cyclic garbage collector off. torch (and torch._dynamo with sympy, which
+    torch.optim loads) creates ~300k long-lived objects, and the collector scans them all again each time the
+    heap grows by a quarter: 0.2-0.6 s of every run's start-up spent finding no garbage. Never around making
+    envs: async env workers fork from this process and would run with the collector off for good."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,5 +1,7 @@
 """Environments for the tests; importing this module registers them (also as `rlrun_test_envs:<id>`)."""
 
+import gc
+
 import gymnasium as gym
 import numpy as np
 
@@ -30,6 +32,19 @@ class Corridor(gym.Env):
 
 
 gym.register("RlrunTest/Corridor-v0", entry_point=Corridor)
+
+
+class GarbageCollectedCorridor(Corridor):
+    """A Corridor that fails in a process where Python's cyclic garbage collector is off (rlrun pauses it while
+    it imports torch; async env workers forked then would never collect their garbage)."""
+
+    def step(self, action):
+        if not gc.isenabled():
+            raise RuntimeError("this env is stepped in a process whose garbage collector is off")
+        return super().step(action)
+
+
+gym.register("RlrunTest/GarbageCollectedCorridor-v0", entry_point=GarbageCollectedCorridor)
 
 
 class DictObservations(gym.Env):

@@ -122,6 +122,13 @@ def test_garbage_collector_is_off_while_a_run_is_built_and_on_again_after():
         gc.enable()
 
 
+def test_async_env_workers_collect_garbage(tmp_path):
+    result = run_rlrun("env=gym", "env.id=rlrun_test_envs:RlrunTest/GarbageCollectedCorridor-v0", "env.num_envs=2",
+                       "env.vectorization=async", "total_steps=100", "eval.every=50", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path / "run")["env_steps"] == 100
+
+
 def test_an_extreme_replay_ratio_is_warned_in_the_output_and_the_log(tmp_path):
     result = run_rlrun("algo=dqn", "algo.train_every=4", "total_steps=200", "eval.every=100", "progress=false",
                        "hydra.run.dir=run", cwd=tmp_path)
