@@ -8,7 +8,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.resources
+import importlib.util
 import numbers
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,22 +110,55 @@ def packaged_configs(group: str) -> list[Path]:
     return [Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")]
 
 
+def chosen(argv: Sequence[str], group: str) -> tuple[str, list[str]]:
+    """The key as typed (`algo`, `+sweep`) and the options named for `group` on the command line: one, or several
+    in a sweep (`algo=a2c,dqn`); none for a sweeper's expression such as `choice(...)`."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == group and value and "(" not in value:
+            return key, value.split(",")
+    return group, []
+
+
 def check_env_choice(argv: Sequence[str]) -> None:
     """`env=NAME` must name a config; an unknown name gets the closest config or gymnasium id."""
-    choice = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("env=")), None)
-    if choice is None or "," in choice:
-        return
     names = set(config_names("env", argv))
-    if choice in names:
-        return
-    import gymnasium as gym
+    for choice in chosen(argv, "env")[1]:
+        if choice in names:
+            continue
+        import gymnasium as gym
 
-    if choice in gym.registry:
-        raise ConfigError(f"there is no env config {choice!r}; run any gymnasium id with env=gym env.id={choice}")
-    close = difflib.get_close_matches(choice, sorted(names | set(gym.registry)), n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(f'env={name}' for name in close)}?" if close else \
-        "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
-    raise ConfigError(f"unknown environment {choice!r}: {hint}")
+        if choice in gym.registry:
+            raise ConfigError(f"there is no env config {choice!r}; run any gymnasium id with env=gym env.id={choice}")
+        close = difflib.get_close_matches(choice, sorted(names | set(gym.registry)), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(f'env={name}' for name in close)}?" if close else \
+            "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
+        raise ConfigError(f"unknown environment {choice!r}: {hint}")
+
+
+def check_group_choices(argv: Sequence[str]) -> None:
+    """`algo=`, `network=`, `device=` and `+sweep=` must name configs; an unknown name gets the closest ones."""
+    for group in ("algo", "network", "device", "sweep"):
+        key, choices = chosen(argv, group)
+        names = config_names(group, argv) if choices else []
+        for choice in choices:
+            if choice not in names:
+                close = difflib.get_close_matches(choice, names, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(f'{key}={name}' for name in close)}?" if close else \
+                    f"the options are {', '.join(names)}"
+                raise ConfigError(f"unknown {group} {choice!r}: {hint}")
+
+
+def check_launcher(argv: Sequence[str]) -> None:
+    """A sweep's launcher must be able to start here: Ray's is an extra, SLURM's needs a cluster."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return
+    launcher = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra/launcher=")), None)
+    if launcher in ("ray", "ray_aws") and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        raise ConfigError(f"hydra/launcher={launcher} needs Hydra's Ray launcher: pip install 'rlrun[ray]'")
+    if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+        raise ConfigError(f"hydra/launcher={launcher} submits the jobs to SLURM, but this machine has no `srun`: run "
+                          "the sweep on your cluster's login node, or try it here with hydra/launcher=submitit_local")
 
 
 def config_names(group: str, argv: Sequence[str]) -> list[str]:
@@ -133,14 +168,23 @@ def config_names(group: str, argv: Sequence[str]) -> list[str]:
 
 
 def user_config_dirs(argv: Sequence[str]) -> list[Path]:
-    """Folders added with --config-dir/-cd or hydra.searchpath=[file://...]."""
+    """Folders added with --config-dir/-cd or hydra.searchpath=[file://...,pkg://...]."""
     folders = []
     for i, arg in enumerate(argv):
         if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-            folders.append(argv[i + 1])
+            folders.append(Path(argv[i + 1]))
         elif arg.startswith("--config-dir="):
-            folders.append(arg.split("=", 1)[1])
+            folders.append(Path(arg.split("=", 1)[1]))
         elif "hydra.searchpath=" in arg:
-            entries = arg.split("=", 1)[1].strip("[]").split(",")
-            folders += [entry.strip().strip("'\"").removeprefix("file://") for entry in entries if "pkg://" not in entry]
-    return [Path(folder) for folder in folders]
+            entries = [entry.strip().strip("'\"") for entry in arg.split("=", 1)[1].strip("[]").split(",")]
+            folders += [package_folder(entry.removeprefix("pkg://")) if entry.startswith("pkg://")
+                        else Path(entry.removeprefix("file://")) for entry in entries]
+    return [folder for folder in folders if folder is not None]
+
+
+def package_folder(package: str) -> Path | None:
+    """The folder of an importable package (a `pkg://` search path); None when it does not import."""
+    try:
+        return Path(str(importlib.resources.files(package)))
+    except ModuleNotFoundError:
+        return None

@@ -26,7 +26,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from rlrun.checks import check_env_choice, check_spaces, check_values, config_names, replay_ratio_warning
+from rlrun.checks import (check_env_choice, check_group_choices, check_launcher, check_spaces, check_values, config_names,
+                          replay_ratio_warning)
 from rlrun.core import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def main() -> None:
     with user_errors():
         argv = resume_arguments(argv)
         check_env_choice(argv)
+        check_group_choices(argv)
+        check_launcher(argv)
         check_output_folder(argv)
     if print_job_config(argv):
         return

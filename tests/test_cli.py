@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -129,6 +132,16 @@ def test_async_env_workers_collect_garbage(tmp_path):
     assert read_summary(tmp_path / "run")["env_steps"] == 100
 
 
+def test_package_on_the_search_path_adds_an_algo(tmp_path):
+    (tmp_path / "my_configs" / "algo").mkdir(parents=True)
+    (tmp_path / "my_configs" / "__init__.py").write_text("")
+    (tmp_path / "my_configs" / "algo" / "fast_reinforce.yaml").write_text("defaults:\n  - reinforce\n  - _self_\n\nlr: 0.01\n")
+    result = run_rlrun("algo=fast_reinforce", "hydra.searchpath=[pkg://my_configs]", "total_steps=100", "eval.every=50",
+                       "hydra.run.dir=run", cwd=tmp_path, env={"PYTHONPATH": f"{Path(__file__).parent}:{tmp_path}"})
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.01" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+
+
 def test_an_extreme_replay_ratio_is_warned_in_the_output_and_the_log(tmp_path):
     result = run_rlrun("algo=dqn", "algo.train_every=4", "total_steps=200", "eval.every=100", "progress=false",
                        "hydra.run.dir=run", cwd=tmp_path)
@@ -173,6 +186,11 @@ ERRORS = {
     "unbounded discretization": (["algo=qlearning", "env=CartPole-v1", "env.discretize.bins=[2,2,2,2]",
                                   "env.discretize.low=null", "env.discretize.high=null"], "are unbounded"),
     "step size of 0": (["algo=qlearning", "env=FrozenLake-v1", "algo.alpha.start=0"], "algo.alpha.start=0 is invalid"),
+    "unknown algo": (["algo=dqnn"], "unknown algo 'dqnn': did you mean algo=dqn?"),
+    "unknown network": (["network=foo"], "unknown network 'foo': the options are auto, cnn, mlp"),
+    "unknown sweep": (["-m", "+sweep=dqn_cartpol"], "unknown sweep 'dqn_cartpol': did you mean +sweep=dqn_cartpole"),
+    "unknown algo in a sweep": (["-m", "algo=a2c,dqnn"], "unknown algo 'dqnn': did you mean algo=dqn?"),
+    "unknown env in a sweep": (["-m", "env=CartPole-v1,Acrobt-v1"], "did you mean env=Acrobot-v1?"),
 }
 
 
@@ -184,6 +202,24 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
     assert result.stderr.startswith("rlrun: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
+                    reason="the rlrun[ray] extra is installed")
+def test_ray_launcher_without_the_extra_says_how_to_install_it(tmp_path):
+    result = run_rlrun("-m", "seed=0,1", "hydra/launcher=ray", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "rlrun: error: hydra/launcher=ray needs Hydra's Ray launcher: pip install 'rlrun[ray]'\n"
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine is a SLURM node")
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm"])
+def test_slurm_launcher_off_a_cluster_is_one_line(tmp_path, launcher):
+    result = run_rlrun("-m", "seed=0,1", f"hydra/launcher={launcher}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"rlrun: error: hydra/launcher={launcher} submits the jobs to SLURM, but this "
+                                    "machine has no `srun`") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_full_error_shows_the_traceback(tmp_path):
