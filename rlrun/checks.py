@@ -120,33 +120,29 @@ def chosen(argv: Sequence[str], group: str) -> tuple[str, list[str]]:
     return group, []
 
 
-def check_env_choice(argv: Sequence[str]) -> None:
-    """`env=NAME` must name a config; an unknown name gets the closest config or gymnasium id."""
-    names = set(config_names("env", argv))
-    for choice in chosen(argv, "env")[1]:
-        if choice in names:
-            continue
-        import gymnasium as gym
-
-        if choice in gym.registry:
-            raise ConfigError(f"there is no env config {choice!r}; run any gymnasium id with env=gym env.id={choice}")
-        close = difflib.get_close_matches(choice, sorted(names | set(gym.registry)), n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(f'env={name}' for name in close)}?" if close else \
-            "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
-        raise ConfigError(f"unknown environment {choice!r}: {hint}")
-
-
-def check_group_choices(argv: Sequence[str]) -> None:
-    """`algo=`, `network=`, `device=` and `+sweep=` must name configs; an unknown name gets the closest ones."""
-    for group in ("algo", "network", "device", "sweep"):
+def check_choices(argv: Sequence[str]) -> None:
+    """`env=`, `algo=`, `network=`, `device=` and `+sweep=` must name configs, also in a sweep's list."""
+    for group in ("env", "algo", "network", "device", "sweep"):
         key, choices = chosen(argv, group)
         names = config_names(group, argv) if choices else []
         for choice in choices:
             if choice not in names:
-                close = difflib.get_close_matches(choice, names, n=3, cutoff=0.6)
-                hint = f"did you mean {' or '.join(f'{key}={name}' for name in close)}?" if close else \
-                    f"the options are {', '.join(names)}"
-                raise ConfigError(f"unknown {group} {choice!r}: {hint}")
+                raise ConfigError(unknown_choice(group, key, choice, names))
+
+
+def unknown_choice(group: str, key: str, choice: str, names: list[str]) -> str:
+    """The error for an unknown option, with the closest names (for env, gymnasium ids too)."""
+    noun, candidates, otherwise = group, names, f"the options are {', '.join(names)}"
+    if group == "env":
+        import gymnasium as gym
+
+        if choice in gym.registry:
+            return f"there is no env config {choice!r}; run any gymnasium id with env=gym env.id={choice}"
+        noun, candidates = "environment", sorted(set(names) | set(gym.registry))
+        otherwise = "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
+    close = difflib.get_close_matches(choice, candidates, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(f'{key}={name}' for name in close)}?" if close else otherwise
+    return f"unknown {noun} {choice!r}: {hint}"
 
 
 def check_launcher(argv: Sequence[str]) -> None:

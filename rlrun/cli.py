@@ -26,8 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from rlrun.checks import (check_env_choice, check_group_choices, check_launcher, check_spaces, check_values, config_names,
-                          replay_ratio_warning)
+from rlrun.checks import check_choices, check_launcher, check_spaces, check_values, config_names, replay_ratio_warning
 from rlrun.core import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,8 +43,7 @@ def main() -> None:
         return
     with user_errors():
         argv = resume_arguments(argv)
-        check_env_choice(argv)
-        check_group_choices(argv)
+        check_choices(argv)
         check_launcher(argv)
         check_output_folder(argv)
     if print_job_config(argv):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -174,6 +176,9 @@ def test_a_run_resumed_after_a_crash_continues_exactly(tmp_path):
     checkpoints = tmp_path / "cut" / "checkpoints"
     assert checkpoint.load(checkpoints / "last.pt")["env_steps"] == 12  # the sync point before the crash
     assert checkpoint.load(checkpoints / "interrupted.pt")["env_steps"] == 18  # 9 env steps, the 9th unobserved
+    # TensorBoard reads a folder's event files in name order: the second they were made, then the host, the pid and
+    # a per-process counter, whose "10" sorts before "9". A real resume comes seconds after the crash; so here.
+    time.sleep(1)
     resumed = RecordingAgent()
     saved = checkpoint.load(checkpoints / "last.pt")
     saved["train_seconds"] = 1000.0  # as if the first 12 steps had taken that long
