@@ -147,7 +147,7 @@ def unknown_choice(group: str, key: str, choice: str, names: list[str]) -> str:
 
 def check_launcher(argv: Sequence[str]) -> None:
     """A sweep's launcher must be able to start here: Ray's is an extra, SLURM's needs a cluster."""
-    if "-m" not in argv and "--multirun" not in argv:
+    if not {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv):
         return
     launcher = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra/launcher=")), None)
     if launcher in ("ray", "ray_aws") and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:

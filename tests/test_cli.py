@@ -213,9 +213,9 @@ def test_ray_launcher_without_the_extra_says_how_to_install_it(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine is a SLURM node")
-@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm"])
-def test_slurm_launcher_off_a_cluster_is_one_line(tmp_path, launcher):
-    result = run_rlrun("-m", "seed=0,1", f"hydra/launcher={launcher}", cwd=tmp_path)
+@pytest.mark.parametrize("launcher, multirun", [("slurm", "-m"), ("submitit_slurm", "hydra.mode=MULTIRUN")])
+def test_slurm_launcher_off_a_cluster_is_one_line(tmp_path, launcher, multirun):
+    result = run_rlrun(multirun, "seed=0,1", f"hydra/launcher={launcher}", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith(f"rlrun: error: hydra/launcher={launcher} submits the jobs to SLURM, but this "
                                     "machine has no `srun`") and result.stderr.count("\n") == 1
