@@ -169,6 +169,11 @@ usage:
   rlrun -m [group=a,b ...] [key=1,2 ...]      a sweep: one run per combination
   rlrun --cfg job [overrides]                 print the composed config and exit
   rlrun --hydra-help                          Hydra's own flags (--config-dir, --info, ...)
+  rlrun-report DIR                            a sweep's (or a run's) table and learning curves
+
+sweep launchers (rlrun -m ... hydra/launcher=<name>):
+  basic (one run after another), joblib (in parallel, one per core), submitit_local,
+  slurm or submitit_slurm (a SLURM cluster), ray (pip install 'rlrun[ray]')
 
 config groups (group=option):
 {groups}

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_summary, run_rlrun
-from rlrun.cli import garbage_collector_paused, print_job_config
+from rlrun.cli import garbage_collector_paused, print_job_config, usage
 
 
 def test_help_lists_groups_and_keys(tmp_path):
@@ -22,6 +23,14 @@ def test_help_lists_groups_and_keys(tmp_path):
     assert result.returncode == 0
     assert re.search(r"algo: .*\breinforce\b", result.stdout)
     assert "CartPole-v1" in result.stdout and "total_steps:" in result.stdout
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "slurm", "submitit_slurm"])
+def test_help_names_launchers_that_exist(launcher):
+    with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
+        cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra")
+    assert re.search(rf"\b{launcher}\b", usage([]))
 
 
 def test_cfg_job_shows_the_composed_config(tmp_path):
