@@ -149,7 +149,7 @@ def check_launcher(argv: Sequence[str]) -> None:
     """A sweep's launcher must be able to start here: Ray's is an extra, SLURM's needs a cluster."""
     if not {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv):
         return
-    launcher = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra/launcher=")), None)
+    launcher = next(iter(chosen(argv, "hydra/launcher")[1]), None)
     if launcher in ("ray", "ray_aws") and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
         raise ConfigError(f"hydra/launcher={launcher} needs Hydra's Ray launcher: pip install 'rlrun[ray]'")
     if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:

@@ -332,8 +332,8 @@ class Trainer:
         size = sum(tensor.nbytes for tensor in replay["fields"].values())
         if self.settings.save_replay is None and size > REPLAY_SAVE_LIMIT:
             if not self.warned_replay:
-                log.warning("warning: the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts with an "
-                            "empty buffer; set checkpoint.save_replay=true to save it", size / 2**30)
+                log.warning("warning: the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts "
+                            "with an empty buffer; set checkpoint.save_replay=true to save it", size / 2**30)
                 self.warned_replay = True
             return state
         return {**state, "replay_buffer": replay}
