@@ -1,8 +1,11 @@
-"""Wall seconds of `rlrun --help` and `rlrun --cfg job`: min and median of N runs of each, taken in
-rounds so that a shared machine's load falls on every command alike. "hydra's path" is `--cfg job`
-answered by Hydra's app, as before rlrun composed the job's config itself.
+"""Wall seconds of `rlrun --help`, `rlrun --cfg job` and `rlrun total_steps=1`: min and median of N runs of each,
+taken in rounds so that a shared machine's load falls on every command alike.
 
-    python bench/cli_startup.py [--runs 10]
+    python bench/cli_startup.py [--runs 5] [--before CHECKOUT]
+
+--before CHECKOUT also times each command with the rlrun package of another checkout of this repository (e.g.
+`git worktree add /tmp/before <commit>`), side by side in the same rounds: its `rlrun/` and `configs/` are put
+first on PYTHONPATH (a `rlrun/configs` link to its `configs/` is made where missing).
 """
 
 from __future__ import annotations
@@ -12,38 +15,45 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 RLRUN = [str(Path(sys.executable).parent / "rlrun")]
-HYDRAS_PATH = [sys.executable, "-c", "from rlrun import cli; cli.print_job_config = lambda argv: False; cli.main()"]
 COMMANDS = {
-    "rlrun --help": RLRUN + ["--help"],
-    "rlrun --cfg job": RLRUN + ["--cfg", "job"],
-    "rlrun --cfg job algo=dqn env=Acrobot-v1": RLRUN + ["--cfg", "job", "algo=dqn", "env=Acrobot-v1"],
-    "rlrun --cfg job --resolve": RLRUN + ["--cfg", "job", "--resolve"],
-    "hydra's path: --cfg job": HYDRAS_PATH + ["--cfg", "job"],
-    "hydra's path: --cfg job algo=dqn env=Acrobot-v1": HYDRAS_PATH + ["--cfg", "job", "algo=dqn", "env=Acrobot-v1"],
+    "rlrun --help": ["--help"],
+    "rlrun --cfg job": ["--cfg", "job"],
+    "rlrun --cfg job algo=dqn env=Acrobot-v1": ["--cfg", "job", "algo=dqn", "env=Acrobot-v1"],
+    "rlrun total_steps=1": ["total_steps=1", "eval.episodes=1", "progress=false"],
 }
 
 
-def seconds(command: list[str]) -> float:
+def seconds(command: list[str], env: dict[str, str], cwd: str) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env, cwd=cwd)
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    runs = parser.parse_args().runs
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(runs):
-        for name, command in COMMANDS.items():
-            times[name].append(seconds(command))
-    print(f"{runs} runs each; load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end")
-    for name, values in times.items():
-        print(f"  {name:50} min {min(values):.2f} s  median {statistics.median(values):.2f} s")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="another checkout of rlrun, timed side by side")
+    options = parser.parse_args()
+    versions = {"now": dict(os.environ)}
+    if options.before is not None:
+        package_configs = options.before / "rlrun" / "configs"
+        if not package_configs.exists():
+            package_configs.symlink_to(options.before.resolve() / "configs")
+        versions["before"] = {**os.environ, "PYTHONPATH": str(options.before.resolve())}
+    times: dict[tuple[str, str], list[float]] = {(name, version): [] for name in COMMANDS for version in versions}
+    with tempfile.TemporaryDirectory() as workdir:  # the runs' outputs/ go there
+        for _ in range(options.runs):
+            for name, arguments in COMMANDS.items():
+                for version, env in versions.items():
+                    times[name, version].append(seconds(RLRUN + arguments, env, workdir))
+    print(f"{options.runs} runs each; load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end")
+    for (name, version), values in times.items():
+        print(f"  {name:42} {version:7} min {min(values):.2f} s  median {statistics.median(values):.2f} s")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlrun.core import ConfigError
+from rlrun.core import ReplayMemory
+from rlrun.errors import ConfigError
 
 
-class ReplayBuffer:
+class ReplayBuffer(ReplayMemory):
     """Holds the last `capacity` rows of each field; adding past capacity overwrites the oldest rows.
 
     `fields` maps a name to (shape of one row, dtype); every field is allocated up front, so memory
@@ -69,7 +70,7 @@ class ReplayBuffer:
         return {name: values[index] for name, values in self.data.items()}
 
 
-class FrameReplayBuffer:
+class FrameReplayBuffer(ReplayMemory):
     """A replay buffer for image stacks (`obs` and `next_obs` of shape (C, H, W)) that stores each distinct
     frame once, in a ring of `capacity` frames.
 

@@ -1,17 +1,36 @@
-"""Checkpoints are data, never code: tensors and plain values, written atomically, read with weights_only=True."""
+"""Checkpoints are data, never code: tensors and plain values, written atomically, read with weights_only=True.
+
+The Checkpointer decides what a run's checkpoints hold and where they go:
+
+    checkpoints/last.pt         every checkpoint.every env steps (a sync point) and at the end: resume continues it
+    checkpoints/step_<N>.pt     with checkpoint.keep = K > 1, hard links to the K - 1 interval checkpoints before
+    checkpoints/best.pt         the agent at its best evaluation so far (no replay buffer)
+    checkpoints/interrupted.pt  the latest weights when training stops on an error or a signal, to evaluate
+
+A payload holds the agent's state, its replay buffer (in last.pt and interrupted.pt, when allowed), the
+trainer's progress, the recorder's state, the random generators, the observation statistics and the run's
+config (data to compare, never to build from).
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPLAY_SAVE_LIMIT = 2**30  # bytes: larger replay buffers are saved only with checkpoint.save_replay=true
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
@@ -47,6 +66,17 @@ def without_excess_storage(node: Any) -> Any:
     return node
 
 
+def tensor_bytes(node: Any) -> int:
+    """The bytes of every tensor in a nested state."""
+    if isinstance(node, torch.Tensor):
+        return node.nbytes
+    if isinstance(node, dict):
+        return sum(tensor_bytes(value) for value in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(tensor_bytes(value) for value in node)
+    return 0
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint onto the CPU without executing any code stored in it."""
     path = Path(path)
@@ -57,3 +87,104 @@ def load(path: str | Path) -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"checkpoint {path} cannot be read safely ({first_line}); it is corrupt or not an rlrun checkpoint") from error
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, numpy's and torch's global random generators, as tensors and plain values."""
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+
+
+class Checkpointer:
+    """Writes and restores the checkpoints of one run folder.
+
+    The trainer hands each save the state of the other services (its progress, the recorder's state, the
+    observation statistics) as plain values. `save_replay` is checkpoint.save_replay: True always saves the
+    agent's replay buffer in last.pt, False never, None when it is under REPLAY_SAVE_LIMIT.
+    """
+
+    def __init__(self, run_dir: Path, agent: Any, config: dict[str, Any], keep: int = 1,
+                 save_replay: bool | None = None):
+        self.folder = run_dir / "checkpoints"
+        self.agent = agent
+        self.config = config
+        self.keep = keep
+        self.save_replay = save_replay
+        self.last_step: int | None = None  # env step of the last.pt written or restored
+        self.warned_replay = False
+        self.remove_leftover_temp_files()
+
+    @property
+    def last_path(self) -> Path:
+        return self.folder / "last.pt"
+
+    def remove_leftover_temp_files(self) -> None:
+        """The temp files of writes that a kill interrupted (the checkpoints they would have replaced are intact)."""
+        for leftover in self.folder.glob(".*.pt.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def save(self, name: str, parts: dict[str, Any]) -> None:
+        """checkpoints/<name>: the agent, its replay buffer where wanted, and `parts` (plain state of the other
+        services, keyed by their payload names)."""
+        payload = {"agent": self.agent.state_dict(), **parts, "rng": rng_state(), "config": self.config}
+        replay = self.replay_state() if name != "best.pt" else None
+        if replay is not None:
+            payload["replay_buffer"] = replay
+        save(self.folder / name, payload)
+        if name == "last.pt":
+            self.last_step = parts["env_steps"]
+
+    def save_interval(self, parts: dict[str, Any]) -> None:
+        """last.pt, and with keep = K > 1 also step_<N>.pt (a hard link to it) for the last K - 1."""
+        self.save("last.pt", parts)
+        if self.keep > 1:
+            step_path = self.folder / f"step_{parts['env_steps']}.pt"
+            step_path.unlink(missing_ok=True)
+            os.link(self.last_path, step_path)
+            kept = sorted(self.folder.glob("step_*.pt"), key=lambda path: int(path.stem.split("_")[1]))
+            for old in kept[:-(self.keep - 1)]:
+                old.unlink()
+
+    def replay_state(self) -> dict[str, Any] | None:
+        """The agent's replay buffer as checkpoint.save_replay allows, else None (with a warning the first time a
+        buffer is left out for its size)."""
+        buffer = self.agent.replay_buffer
+        if buffer is None or self.save_replay is False:
+            return None
+        state = buffer.state_dict()
+        size = tensor_bytes(state)
+        if self.save_replay is None and size > REPLAY_SAVE_LIMIT:
+            if not self.warned_replay:
+                log.warning("warning: the replay buffer (%.1f GiB) is not saved in checkpoints: a resumed run starts "
+                            "with an empty buffer; set checkpoint.save_replay=true to save it", size / 2**30)
+                self.warned_replay = True
+            return None
+        return state
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Put the agent, its replay buffer (where the checkpoint has it) and the random generators back as they
+        were; the caller restores the other parts from the payload."""
+        self.agent.load_state_dict(payload["agent"])
+        if "replay_buffer" in payload and self.agent.replay_buffer is not None:
+            self.agent.replay_buffer.load_state_dict(payload["replay_buffer"])
+        restore_rng_state(payload["rng"])
+        self.last_step = payload["env_steps"]
+
+    def last_good(self) -> str:
+        """Where a diverged run can go back to, for its error line."""
+        if self.last_step is None:
+            return "no checkpoint was written before"
+        return f"the last good checkpoint is {self.last_path} (env step {self.last_step})"

@@ -13,7 +13,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.utils import RunningMeanStd
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 VECTORIZATIONS = {"sync": gym.vector.SyncVectorEnv, "async": gym.vector.AsyncVectorEnv}
 

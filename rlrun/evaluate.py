@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlrun.cli import exit_without_teardown, user_errors
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError, user_errors
+from rlrun.run import build_agent, exit_without_teardown
 
 OPTIONS = {"episodes": 10, "seed": 0, "video": False, "device": None, "epsilon": None}
 PREVIEW_FRAMES = 150
@@ -32,7 +32,7 @@ def main() -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return
-    with user_errors():
+    with user_errors("rlrun-eval"):
         result = evaluate_saved_agent(Path(argv[0]), **options(argv[1:]))
     print(f"rlrun-eval: {result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes "
           f"({result['checkpoint']}, env step {result['env_steps']})")
@@ -67,8 +67,6 @@ def locate(path: Path) -> tuple[Path, Path]:
 
 def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, device: str | None,
                          epsilon: float | None) -> dict[str, Any]:
-    from hydra.utils import instantiate
-
     from rlrun import checkpoint
     from rlrun.envs import make_vector_env, use_observation_statistics
     from rlrun.trainer import evaluate
@@ -79,7 +77,7 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
         raise ConfigError(f"{checkpoint_path} is not an rlrun checkpoint (it has no agent, config and env_steps)")
     config = OmegaConf.create(payload["config"])
     if device is not None:
-        config.algo.device = device
+        config.device.name = device
     eval_cfg = config.get("eval", {})  # checkpoints of older runs have no eval.epsilon or eval.max_episode_steps
 
     def build(env_cfg: Any, num_envs: int, wrap=None):
@@ -89,7 +87,7 @@ def evaluate_saved_agent(path: Path, episodes: int, seed: int, video: bool, devi
         return envs
 
     envs = build(config.env, episodes)
-    agent = instantiate(config.algo)(envs.single_observation_space, envs.single_action_space)
+    agent = build_agent(OmegaConf.to_container(config), envs.single_observation_space, envs.single_action_space)
     agent.load_state_dict(payload["agent"])
     if epsilon is None:
         epsilon = eval_cfg.get("epsilon", 0.0)

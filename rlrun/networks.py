@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -19,6 +21,15 @@ ACTIVATIONS = {
     "silu": nn.SiLU,
     "leaky_relu": nn.LeakyReLU,
 }
+
+
+# fused / foreach: one kernel per optimizer step instead of one per parameter tensor
+OPTIMIZERS = {"adam": partial(torch.optim.Adam, fused=True), "rmsprop": partial(torch.optim.RMSprop, foreach=True)}
+
+
+def make_optimizer(name: str, params: Iterable[Any], lr: float, eps: float, **options: Any) -> torch.optim.Optimizer:
+    """The optimizer `name` (a key of OPTIMIZERS) over `params`; `options` are the optimizer's own keywords."""
+    return OPTIMIZERS[name](params, lr=lr, eps=eps, **options)
 
 
 def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh") -> nn.Sequential:
@@ -48,7 +59,7 @@ def network(in_shape: int | Sequence[int], out_dim: int | Sequence[int], trunk: 
     trunk=cnn puts the convolutional layers of Mnih et al. (2015) before the fully connected layers; trunk=auto
     picks cnn for images, mlp otherwise. The fully connected part is an `mlp`; with a tuple `out_dim`, one linear
     head per entry on shared hidden layers (an actor-critic with a shared trunk); with dueling=True, a dueling
-    Q-network. hidden_sizes and activation default to the trunk's: (64, 64) tanh for mlp, (512,) relu for cnn.
+    Q-network (algo.dueling of DQN). hidden_sizes and activation default to the trunk's: (64, 64) tanh for mlp, (512,) relu for cnn.
     """
     image = not isinstance(in_shape, int)
     if trunk == "auto":
@@ -66,7 +77,7 @@ def network(in_shape: int | Sequence[int], out_dim: int | Sequence[int], trunk: 
     else:
         features, in_dim = nn.Flatten(), int(np.prod(in_shape))
     if dueling and not isinstance(out_dim, int):
-        raise ConfigError("network.dueling=true builds Q-networks (algo=dqn); set network.dueling=false")
+        raise ConfigError("a dueling network has one output head per action: it builds Q-networks only")
     if dueling:
         body: nn.Module = DuelingQNetwork(in_dim, out_dim, hidden_sizes, activation)
     elif isinstance(out_dim, int):
@@ -188,7 +199,7 @@ class PolicyHead(nn.Module):
 
     def log_prob_and_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and H(pi(.|s)) per row (summed over the dimensions of a Box action)."""
-        if self.discrete:  # log pi = log_softmax(logits): Categorical(logits)'s formulas in half its operations
+        if self.discrete:  # log pi = log_softmax(logits): Categorical(logits)'s formulas in fewer operations
             log_pi = out.log_softmax(-1)
             return log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
         pi = torch.distributions.Normal(out, self.log_std.exp(), validate_args=False)
@@ -197,8 +208,8 @@ class PolicyHead(nn.Module):
     def act(self, out: torch.Tensor, explore: bool) -> np.ndarray:
         """A sample (explore) or the mode of the distribution, as a numpy batch of actions."""
         if self.discrete and explore:
-            # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits),
-            # at a third of the cost of Categorical(logits).sample() for one small batch.
+            # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits), in fewer
+            # operations than Categorical(logits).sample() (bench/README.md)
             action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         elif self.discrete:
             action = out.argmax(-1)

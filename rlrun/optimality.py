@@ -14,10 +14,10 @@ with s0 drawn from the env's initial-state distribution.
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
+
+from rlrun.core import Agent
 
 TOLERANCE = 1e-10
 MAX_SWEEPS = 100_000  # with gamma = 1 an improper policy's value diverges: stop there
@@ -72,20 +72,21 @@ class OptimalityGap:
         self.optimal_q = model.optimal_q()
         self.optimal_start_value = float(initial_distribution @ self.optimal_q.max(1))
 
-    def __call__(self, agent: Any) -> dict[str, float]:
+    def __call__(self, agent: Agent) -> dict[str, float]:
         q_table = agent.q_table
         greedy_values = self.model.policy_values(q_table.argmax(1))
         return {"tabular/q_error_max": float(np.abs(q_table - self.optimal_q).max()),
                 "tabular/greedy_value_gap": self.optimal_start_value - float(self.initial_distribution @ greedy_values)}
 
 
-def optimality_gap_for(env: gym.Env, agent: Any, gamma: float) -> OptimalityGap | None:
-    """An OptimalityGap when the agent keeps a Q-table and the env publishes a model indexed like its observations."""
+def optimality_gap_for(env: gym.Env, agent: Agent) -> OptimalityGap | None:
+    """An OptimalityGap, with the agent's discount, when the agent keeps a Q-table (rlrun.core.Agent's optional
+    `q_table` and `gamma`) and the env publishes a model indexed like its observations."""
     base = env.unwrapped
-    model_transitions = getattr(base, "P", None)
+    model_transitions = getattr(base, "P", None)  # the toy-text envs' published model: not part of gym.Env
     initial_distribution = getattr(base, "initial_state_distrib", None)
-    if (not hasattr(agent, "q_table") or model_transitions is None or initial_distribution is None
+    if (agent.q_table is None or agent.gamma is None or model_transitions is None or initial_distribution is None
             or not isinstance(env.observation_space, gym.spaces.Discrete)
             or env.observation_space.n != len(model_transitions)):
         return None
-    return OptimalityGap(TabularModel(model_transitions, gamma), np.asarray(initial_distribution, dtype=float))
+    return OptimalityGap(TabularModel(model_transitions, agent.gamma), np.asarray(initial_distribution, dtype=float))

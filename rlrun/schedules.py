@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 KINDS = ("constant", "linear", "exponential")
 
@@ -52,14 +52,10 @@ LR_SCHEDULES = ("constant", "linear")
 
 
 class LearningRateSchedule:
-    """`algo.lr_schedule`: constant keeps each optimizer param group's learning rate; linear decays it to 0
-    over `total_steps` env steps (a stable policy at the end of the budget)."""
+    """`algo.lr_schedule`, one of LR_SCHEDULES: constant keeps each optimizer param group's learning rate; linear
+    decays it to 0 over the run's `total_steps` env steps (a stable policy at the end of the budget)."""
 
-    def __init__(self, lr_schedule: str, total_steps: int | None):
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"algo.lr_schedule={lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
-        if lr_schedule == "linear" and not total_steps:
-            raise ConfigError("algo.lr_schedule=linear needs algo.total_steps (the env steps to decay over)")
+    def __init__(self, lr_schedule: str, total_steps: int):
         self.decay_over = total_steps if lr_schedule == "linear" else None
 
     def apply(self, optimizer: Any, env_steps: int) -> None:

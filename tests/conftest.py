@@ -4,21 +4,46 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from rlrun.core import RunContext
+from rlrun.networks import network
 from rlrun_test_envs import Corridor  # noqa: F401  (registers RlrunTest/Corridor-v0)
 
 RLRUN = str(Path(sys.executable).parent / "rlrun")
+
+
+def context(make_net=network, seed: int = 0, total_steps: int = 100_000) -> RunContext:
+    """What the run builder passes an algorithm besides its hyperparameters, for building one in a test."""
+    return RunContext(make_net=make_net, device=torch.device("cpu"), seed=seed, total_steps=total_steps)
 
 
 def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed `rlrun` command in `cwd` and capture its output."""
     return subprocess.run([RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
+
+
+def kill_after_first_checkpoint(args: list[str], run_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    """Start `rlrun *args` (writing into `run_dir`) and SIGKILL it at a random moment after its first last.pt."""
+    process = subprocess.Popen([RLRUN, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
+    last = run_dir / "checkpoints" / "last.pt"
+    while not last.exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.5))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists()  # it died before the end
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -12,12 +12,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import read_summary, run_rlrun
+from conftest import context, read_summary, run_rlrun
 from rlrun import checkpoint
-from rlrun.algos.a2c import A2C, gae
-from rlrun.core import Transition
+from rlrun.algos.a2c import A2C
+from rlrun.checkpoint import Checkpointer
+from rlrun.core import Agent, Transition
 from rlrun.envs import make_vector_env, observation_statistics, use_observation_statistics
 from rlrun.networks import MultiHeadMLP, network
+from rlrun.recording import Recorder
+from rlrun.returns import gae
 from rlrun.trainer import Trainer, TrainerSettings
 
 OBS_SPACE = gym.spaces.Box(-100.0, 100.0, (1,), np.float32)
@@ -54,7 +57,7 @@ def identity_critic_uniform_actor(in_dim: int, out_dim: int) -> nn.Module:
 
 
 def test_update_bootstraps_from_the_true_final_observation_and_gives_the_losses():
-    a2c = A2C(OBS_SPACE, gym.spaces.Discrete(2), identity_critic_uniform_actor, gamma=0.5, gae_lambda=1.0,
+    a2c = A2C(OBS_SPACE, gym.spaces.Discrete(2), context(identity_critic_uniform_actor), gamma=0.5, gae_lambda=1.0,
               n_steps=5, lr=1e-9, orthogonal_init=False)
     obs, next_obs = VALUES[:, 0], NEXT_VALUES[:, 0]  # V(s) = s: the observations are the values above
     metrics = {}
@@ -70,7 +73,7 @@ def test_update_bootstraps_from_the_true_final_observation_and_gives_the_losses(
 
 
 def test_updates_every_n_steps_vector_steps():
-    a2c = A2C(OBS_SPACE, gym.spaces.Discrete(3), network, n_steps=3)
+    a2c = A2C(OBS_SPACE, gym.spaces.Discrete(3), context(network), n_steps=3)
     four = Transition(np.zeros((4, 1), np.float32), np.zeros(4, np.int64), np.ones(4), np.ones((4, 1), np.float32),
                       np.zeros(4, bool), np.zeros(4, bool))
     assert [a2c.observe(four) != {} for _ in range(6)] == [False, False, True, False, False, True]
@@ -79,7 +82,7 @@ def test_updates_every_n_steps_vector_steps():
 
 def test_gaussian_actions_and_a_shared_trunk():
     torch.manual_seed(0)
-    a2c = A2C(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), partial(network, hidden_sizes=[16]),
+    a2c = A2C(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(partial(network, hidden_sizes=[16])),
               shared_trunk=True, log_std_init=-1.0, n_steps=2)
     assert isinstance(a2c.nets["actor_critic"], MultiHeadMLP)
     obs = np.zeros((4000, 1), np.float32)
@@ -96,7 +99,7 @@ def test_gaussian_actions_and_a_shared_trunk():
 
 
 def test_state_dict_round_trip(tmp_path):
-    make = partial(A2C, OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), network)
+    make = partial(A2C, OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(network))
     source = make()
     source.head.log_std.data.fill_(-0.3)
     checkpoint.save(tmp_path / "a2c.pt", {"agent": source.state_dict()})
@@ -131,7 +134,7 @@ def test_normalizes_observations_and_final_observations_with_the_running_statist
     np.testing.assert_allclose([info["final_obs"][i][0] for i in range(2)], (3 - 0.75) / scale, rtol=1e-3)
 
 
-class ObservationRecorder:
+class ObservationRecorder(Agent):
     observation_spaces = (gym.spaces.Box,)
     action_spaces = (gym.spaces.Discrete,)
 
@@ -156,11 +159,10 @@ class ObservationRecorder:
 def test_evaluation_uses_the_frozen_training_statistics_and_checkpoints_keep_them(tmp_path):
     envs, eval_envs = corridor(2), corridor(3)
     agent = ObservationRecorder()
-    settings = TrainerSettings(total_steps=24, eval_every=12, checkpoint_every=100, log_every=100, seed=0,
-                               algo="recorder", progress=False)
-    Trainer(agent, envs, eval_envs, tmp_path, settings, {"seed": 0, "total_steps": 24, "algo": {},
-                                                         "env": {"id": "RlrunTest/Corridor-v0"},
-                                                         "network": {}}).run()
+    settings = TrainerSettings(total_steps=24, eval_every=12, checkpoint_every=100, log_every=100, seed=0)
+    config = {"seed": 0, "total_steps": 24, "algo": {}, "env": {"id": "RlrunTest/Corridor-v0"}, "network": {}}
+    Trainer(agent, envs, eval_envs, settings, Checkpointer(tmp_path, agent, config),
+            Recorder(tmp_path, config, "recorder", settings.total_steps, progress=False)).run()
     train_stats = observation_statistics(envs)
     eval_stats = observation_statistics(eval_envs)
     for key in ("mean", "var"):

@@ -15,12 +15,15 @@ pytest.importorskip("ale_py")
 import rlrun.cli  # noqa: E402,F401  (registers the path_safe resolver)
 import torch  # noqa: E402
 from conftest import read_summary, run_rlrun  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 
 from rlrun.buffers import FrameReplayBuffer  # noqa: E402
-from rlrun.checks import check_values, packaged_configs  # noqa: E402
-from rlrun.core import ConfigError  # noqa: E402
+from rlrun.checkpoint import Checkpointer  # noqa: E402
+from rlrun.checks import packaged_configs  # noqa: E402
+from rlrun.core import Agent  # noqa: E402
 from rlrun.envs import make_env, make_vector_env  # noqa: E402
+from rlrun.errors import ConfigError  # noqa: E402
+from rlrun.recording import Recorder  # noqa: E402
+from rlrun.run import build_agent, check_config  # noqa: E402
 from rlrun.trainer import Trainer, TrainerSettings  # noqa: E402
 
 ATARI = {"noop_max": 30, "frame_skip": 4, "screen_size": 84, "terminal_on_life_loss": True, "clip_rewards": True,
@@ -36,7 +39,7 @@ def lives(envs: gym.vector.VectorEnv) -> int:
     return envs.unwrapped.envs[0].unwrapped.ale.lives()
 
 
-class RandomAgent:
+class RandomAgent(Agent):
     observation_spaces = (gym.spaces.Box,)
     action_spaces = (gym.spaces.Discrete,)
 
@@ -144,11 +147,11 @@ def test_the_trainer_counts_games_not_lives(tmp_path):
     envs = make_vector_env(atari_cfg("ALE/Breakout-v5"))
     agent = RandomAgent(envs.single_action_space)
     agent.action_space.seed(0)
-    settings = TrainerSettings(total_steps=600, eval_every=10**6, checkpoint_every=10**6, log_every=100, seed=0,
-                               progress=False, algo="random")
+    settings = TrainerSettings(total_steps=600, eval_every=10**6, checkpoint_every=10**6, log_every=100, seed=0)
     config = {"seed": 0, "total_steps": 600, "env": {"id": "ALE/Breakout-v5"}, "algo": {}, "network": {}}
-    summary = Trainer(agent, envs, make_vector_env(atari_cfg("ALE/Breakout-v5", max_episode_steps=50), evaluation=True), tmp_path,
-                      settings, config).run()
+    summary = Trainer(agent, envs, make_vector_env(atari_cfg("ALE/Breakout-v5", max_episode_steps=50), evaluation=True),
+                      settings, Checkpointer(tmp_path, agent, config),
+                      Recorder(tmp_path, config, "random", settings.total_steps, progress=False)).run()
     assert summary["episodes"] >= 1
     assert agent.terminations >= 5 * summary["episodes"]  # each game: 4 life losses, then the game over
 
@@ -173,17 +176,18 @@ def test_without_ale_py_the_error_says_to_install_the_extra(monkeypatch):
 def test_the_atari_config_composes_with_every_algo(algo):
     with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
         cfg = compose("config", overrides=[f"algo={algo}", "env=atari", "env.id=ALE/Breakout-v5"])
-    check_values(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_config(config)
     assert cfg.env.id == "ALE/Breakout-v5" and OmegaConf.to_container(cfg.env.atari) == ATARI
     if algo not in ("dqn", "a2c", "reinforce"):
         return  # they do not take image observations or Discrete actions (the CLI says so)
     envs = make_vector_env(cfg.env, num_envs=1, vectorization="sync")
-    agent = instantiate(cfg.algo)(envs.single_observation_space, envs.single_action_space)
+    agent = build_agent(config, envs.single_observation_space, envs.single_action_space)
     convolutions = [layer.out_channels for layer in agent_modules(agent) if isinstance(layer, torch.nn.Conv2d)]
     assert convolutions[:3] == [32, 64, 64]  # network=auto gave the Nature CNN
     if algo == "dqn":  # the preset's 1M-frame replay memory: ~7 GB allocated, not yet touched
-        assert isinstance(agent.buffer, FrameReplayBuffer) and agent.buffer.rows.capacity == 1_000_000
-        assert 84 * 84 * 10**6 <= agent.buffer.nbytes <= 1.02 * 84 * 84 * 10**6
+        assert isinstance(agent.replay_buffer, FrameReplayBuffer) and agent.replay_buffer.rows.capacity == 1_000_000
+        assert 84 * 84 * 10**6 <= agent.replay_buffer.nbytes <= 1.02 * 84 * 84 * 10**6
 
 
 def agent_modules(agent):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rlrun.buffers import FrameReplayBuffer, ReplayBuffer
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 
 def buffer(capacity: int) -> ReplayBuffer:

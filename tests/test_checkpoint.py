@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlrun import checkpoint
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 
 def test_round_trip_with_tensors_and_plain_values(tmp_path):

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_summary, run_rlrun
-from rlrun.cli import garbage_collector_paused, print_job_config, usage
+from rlrun.cli import CommandLine, usage
+from rlrun.run import garbage_collector_paused
 
 
 def test_help_lists_groups_and_keys(tmp_path):
@@ -30,7 +31,7 @@ def test_help_names_launchers_that_exist(launcher):
     with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
         cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.startswith("hydra")
-    assert re.search(rf"\b{launcher}\b", usage([]))
+    assert re.search(rf"\b{launcher}\b", usage(CommandLine.parse([])))
 
 
 def test_cfg_job_shows_the_composed_config(tmp_path):
@@ -39,7 +40,7 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
     assert "id: Acrobot-v1" in result.stdout and "lr: 0.01" in result.stdout
 
 
-HYDRAS_OWN_PATH = "from rlrun import cli; cli.print_job_config = lambda argv: False; cli.main()"
+HYDRAS_OWN_PATH = "from rlrun import cli; cli.hydra_main()"  # Hydra's app alone, without rlrun's own front end
 JOB_CONFIGS = {
     "defaults": [],
     "tuned preset": ["algo=dqn", "env=Acrobot-v1"],
@@ -58,18 +59,25 @@ LEFT_TO_HYDRA = {
 
 
 @pytest.mark.parametrize("args", JOB_CONFIGS.values(), ids=JOB_CONFIGS.keys())
-def test_cfg_job_prints_what_hydras_own_path_prints(tmp_path, capsys, args):
-    hydras = subprocess.run([sys.executable, "-c", HYDRAS_OWN_PATH, "--cfg", "job", *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+def hydras_own_answer(args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", HYDRAS_OWN_PATH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", JOB_CONFIGS.values(), ids=JOB_CONFIGS.keys())
+def test_cfg_job_prints_what_hydras_own_path_prints(tmp_path, args):
+    hydras = hydras_own_answer(["--cfg", "job", *args], tmp_path)
     assert hydras.returncode == 0, hydras.stderr
-    assert print_job_config(["--cfg", "job", *args])
-    assert capsys.readouterr().out == hydras.stdout
+    result = run_rlrun("--cfg", "job", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hydras.stdout
 
 
 @pytest.mark.parametrize("args", LEFT_TO_HYDRA.values(), ids=LEFT_TO_HYDRA.keys())
-def test_cfg_job_leaves_errors_and_hydras_own_config_to_hydra(capsys, args):
-    assert not print_job_config(args)
-    assert capsys.readouterr().out == ""
+def test_cfg_job_leaves_errors_and_hydras_own_config_to_hydra(tmp_path, args):
+    hydras = hydras_own_answer(args, tmp_path)
+    result = run_rlrun(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (hydras.returncode, hydras.stdout), result.stderr
 
 
 def test_reinforce_learns_cartpole(reinforce_run):

@@ -12,12 +12,23 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
-from rlrun.checks import check_values, leaves, packaged_configs, replay_ratio_warning
+from rlrun.checks import packaged_configs
 from rlrun.envs import make_env
+from rlrun.returns import replay_ratio_warning
+from rlrun.run import build_agent, check_config, hyperparameters
 
 ALGOS = sorted(path.stem for path in packaged_configs("algo"))
 ENV_CHOICES = sorted(path.stem for path in packaged_configs("env"))
 ENVS = [name for name in ENV_CHOICES if name not in ("gym", "atari")]  # atari: test_atari
+
+
+def leaves(node, path: str = ""):
+    """(dotted path, value) of every non-dict value in a nested dict."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, f"{path}.{key}" if path else str(key))
+    else:
+        yield path, node
 
 
 def composed(*overrides: str):
@@ -30,13 +41,13 @@ def composed(*overrides: str):
 def test_every_algo_env_pair_composes_and_instantiates(algo_name, env_name):
     cfg = composed(f"algo={algo_name}", f"env={env_name}")
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_values(config)
-    assert replay_ratio_warning(config["algo"]) is None
+    check_config(config)
+    algo = get_class(cfg.algo._target_)
+    assert all(warning(hyperparameters(config["algo"])) is None for warning in algo.config_warnings)
     assert cfg.env.id == env_name  # env configs are named by their gymnasium id
     env = make_env(cfg.env.id, cfg.env.max_episode_steps, dict(cfg.env.kwargs), dict(cfg.env.discretize))
-    algo = get_class(cfg.algo._target_)
     if isinstance(env.observation_space, algo.observation_spaces) and isinstance(env.action_space, algo.action_spaces):
-        agent = instantiate(cfg.algo)(env.observation_space, env.action_space)
+        agent = build_agent(config, env.observation_space, env.action_space)
         action = agent.act(np.asarray([env.reset(seed=0)[0]]))
         assert np.shape(action[0]) == env.action_space.shape  # Box actions are clipped by the env wrapper
         if isinstance(env.action_space, gym.spaces.Discrete):
@@ -60,7 +71,8 @@ def test_generic_gym_env_takes_any_id():
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_device_configs(device):
     cfg = composed(f"device={device}")
-    assert instantiate(cfg.algo)(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2)).device.type in ("cpu", "cuda")
+    agent = build_agent(OmegaConf.to_container(cfg, resolve=True), gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
+    assert agent.device.type in ("cpu", "cuda")
 
 
 def test_network_config_builds_the_mlp():

@@ -11,12 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import read_summary, run_rlrun
+from conftest import context, read_summary, run_rlrun
 
 from rlrun import checkpoint
 from rlrun.algos.ddpg import DDPG, OrnsteinUhlenbeckNoise
-from rlrun.core import ConfigError, Transition
+from rlrun.core import Transition
+from rlrun.errors import ConfigError
 from rlrun.networks import network
+from rlrun.returns import polyak_update
+from rlrun.validation import check
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 3.0, (1,), np.float32)  # center 1, half range 2
@@ -33,7 +36,7 @@ def linear(in_dim: int, out_dim: int) -> nn.Linear:
 
 def agent(action_space=ACTION_SPACE, make_net=linear, **kwargs) -> DDPG:
     settings = {**dict(gamma=0.5, learning_starts=0, batch_size=1, buffer_size=100), **kwargs}
-    return DDPG(OBS_SPACE, action_space, make_net, **settings)
+    return DDPG(OBS_SPACE, action_space, context(make_net), **settings)
 
 
 def step(obs, action, reward, next_obs, terminated=False, truncated=False) -> Transition:
@@ -83,8 +86,8 @@ def test_polyak_update_moves_the_targets_tau_of_the_way():
             param.fill_(1.0)
         for param in ddpg.target_params:
             param.fill_(0.0)
-    ddpg.update_targets()
-    ddpg.update_targets()
+    polyak_update(ddpg.target_params, ddpg.online_params, ddpg.tau)
+    polyak_update(ddpg.target_params, ddpg.online_params, ddpg.tau)
     # 0 -> 0.1 -> 0.1 + 0.1 (1 - 0.1) = 0.19
     for param in [*ddpg.actor_target.parameters(), *ddpg.critic_target.parameters()]:
         assert torch.allclose(param, torch.full_like(param, 0.19))
@@ -190,9 +193,9 @@ def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="action dimensions \\[1\\] are unbounded"):
         agent(gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32)))
     with pytest.raises(ConfigError, match="algo.noise_type='pink' is unknown"):
-        agent(noise_type="pink")
+        check("algo", {"noise_type": "pink"}, DDPG.hyperparameter_rules)
     with pytest.raises(ConfigError, match="algo.policy_delay=0 is invalid"):
-        agent(policy_delay=0)
+        check("algo", {"policy_delay": 0}, DDPG.hyperparameter_rules)
 
 
 def test_state_dict_round_trip(tmp_path):
@@ -238,4 +241,4 @@ def test_mujoco_smoke(tmp_path):
 
 def test_image_observations_are_refused_with_the_algorithms_that_take_them():
     with pytest.raises(ConfigError, match="algo=ddpg takes vector observations.*algo=a2c or algo=reinforce"):
-        DDPG(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), ACTION_SPACE, network)
+        DDPG(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), ACTION_SPACE, context(network))

@@ -10,15 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import read_summary, run_rlrun
+from conftest import context, read_summary, run_rlrun
 from rlrun.algos.dqn import DQN
-from rlrun.core import ConfigError, Transition
+from rlrun.core import Transition
+from rlrun.errors import ConfigError
 from rlrun.networks import DuelingQNetwork, network
+from rlrun.validation import check
 
 OBS_SPACE = gym.spaces.Box(-100.0, 100.0, (1,), np.float32)
 
 
-def constant_q(in_dim: int, out_dim: int, values=(0.0, 0.0)) -> nn.Module:
+def constant_q(in_dim: int, out_dim: int, values=(0.0, 0.0), dueling: bool = False) -> nn.Module:
     """Q(s, .) = `values` for every s."""
     layer = nn.Linear(in_dim, out_dim)
     nn.init.zeros_(layer.weight)
@@ -27,10 +29,9 @@ def constant_q(in_dim: int, out_dim: int, values=(0.0, 0.0)) -> nn.Module:
     return layer
 
 
-def agent(**kwargs) -> DQN:
-    defaults = dict(make_net=constant_q, gamma=0.5, learning_starts=0, batch_size=1, buffer_size=100)
-    settings = {**defaults, **kwargs}
-    return DQN(OBS_SPACE, gym.spaces.Discrete(2), settings.pop("make_net"), **settings)
+def agent(make_net=constant_q, **kwargs) -> DQN:
+    defaults = dict(gamma=0.5, learning_starts=0, batch_size=1, buffer_size=100)
+    return DQN(OBS_SPACE, gym.spaces.Discrete(2), context(make_net), **{**defaults, **kwargs})
 
 
 def step(obs, reward, next_obs, terminated=False, truncated=False, action=0) -> Transition:
@@ -64,8 +65,8 @@ def test_double_dqn_picks_the_action_with_the_online_net_and_values_it_with_the_
 
 
 def stored(dqn: DQN) -> dict[str, list]:
-    size = len(dqn.buffer)
-    return {name: values[:size].squeeze().tolist() for name, values in dqn.buffer.data.items()}
+    size = len(dqn.replay_buffer)
+    return {name: values[:size].squeeze().tolist() for name, values in dqn.replay_buffer.data.items()}
 
 
 def test_n_step_returns_bootstrap_at_a_truncation():
@@ -172,9 +173,9 @@ def test_dueling_network_combines_value_and_mean_centred_advantages():
 
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="algo.loss"):
-        agent(loss="l1")
+        check("algo", {"loss": "l1"}, DQN.hyperparameter_rules)
     with pytest.raises(ConfigError, match="algo.n_step=0"):
-        agent(n_step=0)
+        check("algo", {"n_step": 0}, DQN.hyperparameter_rules)
     with pytest.raises(ConfigError, match="algo.epsilon.end"):
         agent(epsilon={"schedule": "linear", "start": 1.0, "end": 1.5, "decay_steps": 10})
 
@@ -182,11 +183,11 @@ def test_bad_settings_are_config_errors():
 def test_state_dict_round_trip(tmp_path):
     from rlrun import checkpoint
 
-    make_net = partial(network, hidden_sizes=[16], dueling=True)
-    source = agent(make_net=make_net)
+    make_net = partial(network, hidden_sizes=[16])
+    source = agent(make_net=make_net, dueling=True)
     source.env_steps = 123
     checkpoint.save(tmp_path / "dqn.pt", {"agent": source.state_dict()})
-    restored = agent(make_net=make_net)
+    restored = agent(make_net=make_net, dueling=True)
     restored.load_state_dict(checkpoint.load(tmp_path / "dqn.pt")["agent"])
     obs = np.linspace(-1, 1, 10, dtype=np.float32)[:, None]
     x = torch.as_tensor(obs)

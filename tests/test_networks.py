@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 from rlrun.networks import ConvFeatures, ObservationEncoder, PolicyHead, network
 
 ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)

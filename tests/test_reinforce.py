@@ -11,9 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import context
 from rlrun.algos.reinforce import Reinforce
-from rlrun.core import ConfigError, Transition
+from rlrun.core import Transition
+from rlrun.errors import ConfigError
 from rlrun.networks import mlp
+from rlrun.validation import check
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
 
@@ -28,7 +31,7 @@ def constant_net(in_dim: int, out_dim: int, bias: float = 0.0) -> nn.Module:
 
 def agent(**kwargs) -> Reinforce:
     defaults = dict(gamma=0.5, episodes_per_update=1, baseline="none", normalize_returns=False)
-    return Reinforce(OBS_SPACE, gym.spaces.Discrete(2), kwargs.pop("make_net", constant_net), **{**defaults, **kwargs})
+    return Reinforce(OBS_SPACE, gym.spaces.Discrete(2), context(kwargs.pop("make_net", constant_net)), **{**defaults, **kwargs})
 
 
 def step(obs, action, reward, next_obs, terminated=False, truncated=False) -> Transition:
@@ -80,7 +83,7 @@ def test_a_gradient_step_makes_the_rewarded_action_more_likely():
 
 
 def test_updates_after_episodes_per_update_episodes_and_drops_stale_steps():
-    reinforce = Reinforce(OBS_SPACE, gym.spaces.Discrete(2), constant_net, episodes_per_update=2, baseline="none")
+    reinforce = Reinforce(OBS_SPACE, gym.spaces.Discrete(2), context(constant_net), episodes_per_update=2, baseline="none")
     two_envs = Transition(np.zeros((2, 1), np.float32), np.array([0, 0]), np.ones(2, np.float32),
                           np.ones((2, 1), np.float32), np.array([True, False]), np.array([False, False]))
     assert reinforce.observe(two_envs) == {}  # one finished episode of two
@@ -91,7 +94,7 @@ def test_updates_after_episodes_per_update_episodes_and_drops_stale_steps():
 
 def test_box_actions_are_gaussian_samples_around_the_mean():
     torch.manual_seed(0)
-    reinforce = Reinforce(OBS_SPACE, gym.spaces.Box(-2.0, 2.0, (3,), np.float32), partial(constant_net, bias=0.5))
+    reinforce = Reinforce(OBS_SPACE, gym.spaces.Box(-2.0, 2.0, (3,), np.float32), context(partial(constant_net, bias=0.5)))
     obs = np.zeros((4000, 1), np.float32)
     samples = reinforce.act(obs)
     assert samples.shape == (4000, 3)
@@ -102,7 +105,7 @@ def test_box_actions_are_gaussian_samples_around_the_mean():
 
 def test_discrete_samples_follow_the_softmax():
     torch.manual_seed(0)
-    reinforce = Reinforce(OBS_SPACE, gym.spaces.Discrete(3), mlp)
+    reinforce = Reinforce(OBS_SPACE, gym.spaces.Discrete(3), context(mlp))
     obs = np.full((20000, 1), 0.3, np.float32)
     probs = torch.softmax(reinforce.policy(torch.as_tensor(obs[:1])), -1).detach().numpy()[0]
     counts = np.bincount(reinforce.act(obs), minlength=3) / len(obs)
@@ -112,17 +115,17 @@ def test_discrete_samples_follow_the_softmax():
 
 def test_unknown_baseline_is_a_config_error():
     with pytest.raises(ConfigError, match="algo.baseline"):
-        agent(baseline="median")
+        check("algo", {"baseline": "median"}, Reinforce.hyperparameter_rules)
 
 
 def test_state_dict_round_trip_gives_the_same_policy(tmp_path):
     from rlrun import checkpoint
 
-    source = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), mlp, baseline="value")
+    source = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(mlp), baseline="value")
     source.head.log_std.data.fill_(-0.7)
     path = tmp_path / "agent.pt"
     checkpoint.save(path, {"agent": source.state_dict()})
-    restored = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), mlp, baseline="value")
+    restored = Reinforce(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(mlp), baseline="value")
     restored.load_state_dict(checkpoint.load(path)["agent"])
     obs = np.linspace(-1, 1, 10, dtype=np.float32)[:, None]
     np.testing.assert_array_equal(restored.act(obs, explore=False), source.act(obs, explore=False))

@@ -12,13 +12,13 @@ import gymnasium as gym
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
 from conftest import RLRUN, read_summary, run_rlrun
-from rlrun.checks import check_values, packaged_configs
+from rlrun.checks import packaged_configs
+from rlrun.run import build_agent, check_config
 
 TINY = ("total_steps=400", "eval.every=200", "eval.episodes=2", "checkpoint.every=200")
 
@@ -171,11 +171,12 @@ def test_shipped_searches_name_real_hyperparameters_and_their_ranges_are_valid(p
                 else:
                     overrides.append(f"{key}={list(override.sweep_string_iterator())[end]}")
             cfg = compose("config", [f"+sweep={path.stem}", *overrides])
-            check_values(OmegaConf.to_container(cfg, resolve=True))
+            config = OmegaConf.to_container(cfg, resolve=True)
+            check_config(config)
             # affordable trials: at most one gradient step per env step, whatever a tuned preset sets
             assert cfg.algo.get("gradient_steps", 1) <= cfg.algo.get("train_every", 1)
             env = gym.make(cfg.env.id)
-            instantiate(cfg.algo)(env.observation_space, env.action_space)
+            build_agent(config, env.observation_space, env.action_space)
 
 
 def test_slurm_example_config_extends_the_submitit_slurm_launcher():

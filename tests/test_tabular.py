@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import context
 from rlrun.algos.qlearning import QLearning
 from rlrun.algos.sarsa import Sarsa
-from rlrun.core import ConfigError, Transition
+from rlrun.core import Transition
+from rlrun.errors import ConfigError
 from rlrun.envs import make_env, make_vector_env
 from rlrun.optimality import OptimalityGap, TabularModel, optimality_gap_for
 from rlrun.trainer import true_next_obs
@@ -21,7 +23,7 @@ ALPHA, GAMMA = 0.5, 0.9
 
 
 def agent(algo, epsilon=0.0, q=((1.0, 2.0), (3.0, 5.0), (4.0, 0.0))):
-    made = algo(STATES, ACTIONS, gamma=GAMMA, alpha={"start": ALPHA}, epsilon={"start": epsilon}, seed=0)
+    made = algo(STATES, ACTIONS, context(seed=0), gamma=GAMMA, alpha={"start": ALPHA}, epsilon={"start": epsilon})
     made.q_table[:] = np.array(q)
     return made
 
@@ -82,7 +84,7 @@ def test_greedy_evaluation_breaks_ties_by_the_first_index_and_exploration_at_ran
 
 
 def test_epsilon_decays_linearly_over_env_steps():
-    q = QLearning(STATES, ACTIONS, epsilon={"schedule": "linear", "start": 1.0, "end": 0.1, "decay_steps": 10})
+    q = QLearning(STATES, ACTIONS, context(), epsilon={"schedule": "linear", "start": 1.0, "end": 0.1, "decay_steps": 10})
     metrics = [q.observe(step(0, 0, 0.0, 1)) for _ in range(12)]
     assert [round(m["charts/epsilon"], 2) for m in metrics] == [0.91, 0.82, 0.73, 0.64, 0.55, 0.46, 0.37, 0.28,
                                                                 0.19, 0.1, 0.1, 0.1]
@@ -90,9 +92,9 @@ def test_epsilon_decays_linearly_over_env_steps():
 
 def test_bad_schedules_are_config_errors():
     with pytest.raises(ConfigError, match=r"algo.alpha.start=0 is invalid: it must be in \(0, 1\]"):
-        QLearning(STATES, ACTIONS, alpha={"start": 0})
+        QLearning(STATES, ACTIONS, context(), alpha={"start": 0})
     with pytest.raises(ConfigError, match="algo.epsilon.schedule='cosine' is unknown"):
-        Sarsa(STATES, ACTIONS, epsilon={"start": 1.0, "schedule": "cosine"})
+        Sarsa(STATES, ACTIONS, context(), epsilon={"start": 1.0, "schedule": "cosine"})
 
 
 def test_q_table_round_trips_through_a_checkpoint(tmp_path):
@@ -135,9 +137,10 @@ def test_optimality_gap_of_a_suboptimal_greedy_policy():
 
 def test_optimal_cliff_walking_path_returns_minus_13():
     env = make_env("CliffWalking-v1")
-    gap = optimality_gap_for(env, SimpleNamespace(q_table=None), gamma=1.0)
+    tabular_agent = SimpleNamespace(q_table=np.zeros((env.observation_space.n, env.action_space.n)), gamma=1.0)
+    gap = optimality_gap_for(env, tabular_agent)
     assert gap.optimal_start_value == pytest.approx(-13.0)
-    assert optimality_gap_for(make_env("CartPole-v1"), SimpleNamespace(q_table=None), gamma=1.0) is None
+    assert optimality_gap_for(make_env("CartPole-v1"), tabular_agent) is None
 
 
 def test_discretization_bins_clip_and_flatten():
@@ -197,10 +200,10 @@ def run_episodes(agent, env_id: str, episodes: int, seed: int) -> list[float]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sutton_barto_cliff_walking_sarsa_walks_safer_than_q_learning(seed):
     """Example 6.6: epsilon 0.1, alpha 0.5, gamma 1, 500 episodes, no time limit."""
-    settings = dict(gamma=1.0, alpha={"start": 0.5}, epsilon={"start": 0.1}, seed=seed)
+    settings = dict(gamma=1.0, alpha={"start": 0.5}, epsilon={"start": 0.1})
     space = make_env("CliffWalking-v1")
-    q_learning = QLearning(space.observation_space, space.action_space, **settings)
-    sarsa = Sarsa(space.observation_space, space.action_space, **settings)
+    q_learning = QLearning(space.observation_space, space.action_space, context(seed=seed), **settings)
+    sarsa = Sarsa(space.observation_space, space.action_space, context(seed=seed), **settings)
     q_returns = run_episodes(q_learning, "CliffWalking-v1", 500, seed)
     sarsa_returns = run_episodes(sarsa, "CliffWalking-v1", 500, seed)
     assert np.mean(sarsa_returns[100:]) > np.mean(q_returns[100:])  # the book: about -25 vs -50

@@ -12,11 +12,16 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlrun import checkpoint
+from rlrun.checkpoint import Checkpointer
+from rlrun.core import Agent, ReplayMemory
 from rlrun.envs import make_vector_env
-from rlrun.trainer import Trainer, TrainerSettings, TrainingDiverged, crossed, evaluate, true_next_obs
+from rlrun.errors import TrainingDiverged
+from rlrun.recording import Recorder
+from rlrun.returns import intervals_passed
+from rlrun.trainer import Trainer, TrainerSettings, evaluate, true_next_obs
 
 
-class RecordingAgent:
+class RecordingAgent(Agent):
     """Always takes action 0; remembers every transition and when it was checkpointed."""
 
     observation_spaces = (gym.spaces.Box,)
@@ -50,13 +55,18 @@ CONFIG = {"seed": 0, "total_steps": 25, "algo": {"_target_": "tests.RecordingAge
           "env": {"id": "RlrunTest/Corridor-v0", "num_envs": 2}, "network": {}}
 
 
+def make_trainer(agent, run_dir, settings, train_envs=2, eval_envs=2, keep=1, save_replay=None) -> Trainer:
+    """A trainer on corridors, with the checkpointer and recorder of a run of CONFIG in `run_dir`."""
+    return Trainer(agent, make_vector_env(corridor_cfg(train_envs)), make_vector_env(corridor_cfg(eval_envs)), settings,
+                   Checkpointer(run_dir, agent, CONFIG, keep=keep, save_replay=save_replay),
+                   Recorder(run_dir, CONFIG, "recording", settings.total_steps, progress=False))
+
+
 @pytest.fixture
 def finished_run(tmp_path):
     agent = RecordingAgent()
-    settings = TrainerSettings(total_steps=25, eval_every=10, checkpoint_every=12, log_every=5, seed=0,
-                               progress=False, algo="recording")
-    trainer = Trainer(agent, make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(3)), tmp_path,
-                      settings, CONFIG)
+    settings = TrainerSettings(total_steps=25, eval_every=10, checkpoint_every=12, log_every=5, seed=0)
+    trainer = make_trainer(agent, tmp_path, settings, eval_envs=3)
     return agent, trainer.run(), tmp_path
 
 
@@ -149,6 +159,9 @@ def test_an_evaluation_time_limit_replaces_the_envs_own():
 
 
 def test_crossed_detects_each_multiple_once():
+    def crossed(before, after, every):
+        return intervals_passed(before, after, every) > 0
+
     assert [s for s in range(0, 30, 4) if crossed(s, s + 4, 10)] == [8, 16, 28]
     assert crossed(8, 12, 10) and not crossed(10, 14, 10) and crossed(18, 20, 10)
 
@@ -164,10 +177,8 @@ class CrashingAgent(RecordingAgent):
 
 def test_a_run_resumed_after_a_crash_continues_exactly(tmp_path):
     def trainer(agent, run_dir):
-        settings = TrainerSettings(total_steps=30, eval_every=10, checkpoint_every=12, log_every=5, seed=3,
-                                   progress=False, algo="recording")
-        return Trainer(agent, make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), run_dir,
-                       settings, CONFIG)
+        settings = TrainerSettings(total_steps=30, eval_every=10, checkpoint_every=12, log_every=5, seed=3)
+        return make_trainer(agent, run_dir, settings)
 
     whole = RecordingAgent()
     whole_summary = trainer(whole, tmp_path / "whole").run()
@@ -181,7 +192,7 @@ def test_a_run_resumed_after_a_crash_continues_exactly(tmp_path):
     time.sleep(1)
     resumed = RecordingAgent()
     saved = checkpoint.load(checkpoints / "last.pt")
-    saved["train_seconds"] = 1000.0  # as if the first 12 steps had taken that long
+    saved["recorder"]["train_seconds"] = 1000.0  # as if the first 12 steps had taken that long
     resumed_summary = trainer(resumed, tmp_path / "cut").run(saved)
     assert len(resumed.transitions) == 9  # vector steps 7 to 15
     for a, b in zip(whole.transitions[6:], resumed.transitions, strict=True):
@@ -202,10 +213,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
             super().observe(t)
             return {"td_loss": float("nan") if len(self.transitions) == 9 else 1.0}
 
-    settings = TrainerSettings(total_steps=30, eval_every=100, checkpoint_every=12, log_every=5, seed=0,
-                               progress=False, algo="recording")
-    trainer = Trainer(Diverging(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
-                      settings, CONFIG)
+    settings = TrainerSettings(total_steps=30, eval_every=100, checkpoint_every=12, log_every=5, seed=0)
+    trainer = make_trainer(Diverging(), tmp_path, settings)
     with pytest.raises(TrainingDiverged, match=r"losses/td_loss became nan at env step 18; training stopped and the "
                                                r"last good checkpoint is .*last.pt \(env step 12\)"):
         trainer.run()
@@ -214,27 +223,32 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_checkpoint_keep_holds_the_last_k_interval_checkpoints(tmp_path):
-    settings = TrainerSettings(total_steps=40, eval_every=100, checkpoint_every=6, log_every=5, seed=0,
-                               progress=False, algo="recording", checkpoint_keep=3)
-    Trainer(RecordingAgent(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
-            settings, CONFIG).run()
+    settings = TrainerSettings(total_steps=40, eval_every=100, checkpoint_every=6, log_every=5, seed=0)
+    make_trainer(RecordingAgent(), tmp_path, settings, keep=3).run()
     names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
     assert names == ["best.pt", "last.pt", "step_30.pt", "step_36.pt"]
 
 
-class ReplayAgent(RecordingAgent):
+class FixedReplay(ReplayMemory):
     def state_dict(self):
-        return {**super().state_dict(), "replay_buffer": {"fields": {"obs": torch.zeros(1000)}, "size": 1000}}
+        return {"fields": {"obs": torch.zeros(1000)}, "size": 1000}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class ReplayAgent(RecordingAgent):
+    def __init__(self):
+        super().__init__()
+        self.replay_buffer = FixedReplay()
 
 
 @pytest.mark.parametrize("save_replay, limit, saved", [(None, 2**30, True), (None, 100, False), (True, 100, True),
                                                        (False, 2**30, False)])
 def test_the_replay_buffer_goes_into_last_pt_as_checkpoint_save_replay_says(tmp_path, monkeypatch, save_replay,
                                                                             limit, saved):
-    monkeypatch.setattr("rlrun.trainer.REPLAY_SAVE_LIMIT", limit)  # bytes; the buffer holds 4000
-    settings = TrainerSettings(total_steps=10, eval_every=100, checkpoint_every=100, log_every=5, seed=0,
-                               progress=False, algo="recording", save_replay=save_replay)
-    Trainer(ReplayAgent(), make_vector_env(corridor_cfg(2)), make_vector_env(corridor_cfg(2)), tmp_path,
-            settings, CONFIG).run()
-    assert ("replay_buffer" in checkpoint.load(tmp_path / "checkpoints" / "last.pt")["agent"]) is saved
-    assert "replay_buffer" not in checkpoint.load(tmp_path / "checkpoints" / "best.pt")["agent"]
+    monkeypatch.setattr("rlrun.checkpoint.REPLAY_SAVE_LIMIT", limit)  # bytes; the buffer holds 4000
+    settings = TrainerSettings(total_steps=10, eval_every=100, checkpoint_every=100, log_every=5, seed=0)
+    make_trainer(ReplayAgent(), tmp_path, settings, save_replay=save_replay).run()
+    assert ("replay_buffer" in checkpoint.load(tmp_path / "checkpoints" / "last.pt")) is saved
+    assert "replay_buffer" not in checkpoint.load(tmp_path / "checkpoints" / "best.pt")

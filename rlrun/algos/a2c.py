@@ -5,7 +5,7 @@ synchronous variant); Schulman et al. (2016) "High-Dimensional Continuous Contro
 Advantage Estimation"; the seed `004` (actor-critic with the one-step bootstrapped return).
 
 Every n_steps vector steps the rollout s_t, a_t, r_t, s'_t (t = 0 .. n_steps-1, in every env) gives,
-backwards in time,
+backwards in time (rlrun.returns.gae),
 
     delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
     A_t     = delta_t + gamma lambda (1 - done_t) A_{t+1},        A_{n_steps} = 0
@@ -28,7 +28,6 @@ categorical policy, Box actions a Gaussian with a learned state-independent log-
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -36,47 +35,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, PolicyHead, resolve_device
-from rlrun.schedules import LearningRateSchedule
-
-OPTIMIZERS = {  # fused / foreach: one kernel per step instead of one per parameter tensor, faster on CPU too
-    "rmsprop": lambda params, lr, eps: torch.optim.RMSprop(params, lr, eps=eps, foreach=True),
-    "adam": lambda params, lr, eps: torch.optim.Adam(params, lr, eps=eps, fused=True),
-}
+from rlrun.core import Agent, RunContext, Transition
+from rlrun.networks import OPTIMIZERS, ObservationEncoder, PolicyHead, make_optimizer
+from rlrun.returns import gae
+from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
+from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
+                              optional)
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-        truncated: np.ndarray, gamma: float, gae_lambda: float) -> np.ndarray:
-    """A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}, delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t).
-
-    Every argument has shape (n_steps, num_envs); `next_values` is V of the true next observations.
-    """
-    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
-    continues = 1.0 - (terminated | truncated)
-    advantages = np.empty_like(deltas)
-    advantage = np.zeros_like(deltas[0])
-    for t in reversed(range(len(deltas))):
-        advantage = deltas[t] + gamma * gae_lambda * continues[t] * advantage
-        advantages[t] = advantage
-    return advantages
-
-
-class A2C:
+class A2C(Agent):
     observation_spaces = (gym.spaces.Box, gym.spaces.Discrete)
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box)
+    hyperparameter_rules = {
+        "gamma": UNIT_INTERVAL, "gae_lambda": UNIT_INTERVAL, "n_steps": POSITIVE_INT, "lr": POSITIVE,
+        "optimizer": one_of(OPTIMIZERS), "optimizer_eps": POSITIVE, "value_coef": NON_NEGATIVE,
+        "entropy_coef": NON_NEGATIVE, "max_grad_norm": optional(POSITIVE), "normalize_advantages": BOOLEAN,
+        "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN,
+        "lr_schedule": one_of(LR_SCHEDULES)}
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
-                 make_net: Callable[..., nn.Module], device: str = "cpu",
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
                  gamma: float = 0.99, gae_lambda: float = 1.0, n_steps: int = 5, lr: float = 7e-4,
                  optimizer: str = "rmsprop", optimizer_eps: float = 1e-5, value_coef: float = 0.5,
                  entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, normalize_advantages: bool = False,
-                 shared_trunk: bool = False,
-                 log_std_init: float = 0.0, orthogonal_init: bool = True, lr_schedule: str = "constant",
-                 total_steps: int | None = None):
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"algo.optimizer={optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        self.device = resolve_device(device)
+                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
+                 lr_schedule: str = "constant"):
+        self.device = context.device
         self.gamma = gamma
         self.gae_lambda = gae_lambda
         self.n_steps = n_steps
@@ -84,7 +67,7 @@ class A2C:
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
         self.normalize_advantages = normalize_advantages
-        self.lr_schedule = LearningRateSchedule(lr_schedule, total_steps)
+        self.lr_schedule = LearningRateSchedule(lr_schedule, context.total_steps)
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
@@ -92,16 +75,16 @@ class A2C:
         action_dim = self.head.action_dim
         self.shared_trunk = shared_trunk
         if shared_trunk:
-            self.nets = nn.ModuleDict({"actor_critic": make_net(self.encode.input_shape, (action_dim, 1))})
+            self.nets = nn.ModuleDict({"actor_critic": context.make_net(self.encode.input_shape, (action_dim, 1))})
         else:
-            self.nets = nn.ModuleDict({"actor": make_net(self.encode.input_shape, action_dim),
-                                       "critic": make_net(self.encode.input_shape, 1)})
+            self.nets = nn.ModuleDict({"actor": context.make_net(self.encode.input_shape, action_dim),
+                                       "critic": context.make_net(self.encode.input_shape, 1)})
         if orthogonal_init:
             self.initialize_orthogonally()
         self.nets.to(self.device)
         self.head.to(self.device)
         self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = OPTIMIZERS[optimizer](self.params, lr, optimizer_eps)
+        self.optimizer = make_optimizer(optimizer, self.params, lr, optimizer_eps)
         self.rollout: list[Transition] = []
 
     def initialize_orthogonally(self) -> None:

@@ -12,7 +12,8 @@ drawn uniformly from the replay buffer, with target networks Q' and mu' (no grad
     y        = r + gamma (1 - terminated) Q'(s', mu'(s'))
     L_critic = mean (Q(s, a) - y)^2
     L_actor  = -mean Q(s, mu(s))              (the deterministic policy gradient: grad_a Q(s, a) grad_theta mu(s))
-    theta'  <- theta' + tau (theta - theta')  (Polyak averaging of both target networks, after each actor step)
+    theta'  <- theta' + tau (theta - theta')  (Polyak averaging of both target networks after each actor step,
+                                               rlrun.returns.polyak_update)
 
 s' is the true next observation: a time-limit truncation bootstraps from Q'(s', mu'(s')), a
 termination from nothing. The actor step uses the critic as updated by this step's critic step.
@@ -32,7 +33,6 @@ clip(mu'(s') + clip(h N(0, target_noise^2), -h target_noise_clip, h target_noise
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -41,8 +41,11 @@ import torch
 from torch import nn
 
 from rlrun.buffers import ReplayBuffer
-from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, resolve_device
+from rlrun.core import Agent, RunContext, Transition
+from rlrun.errors import ConfigError
+from rlrun.networks import ObservationEncoder
+from rlrun.returns import intervals_passed, polyak_update, replay_ratio_warning
+from rlrun.validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
 
 NOISE_TYPES = ("gaussian", "ou")
 
@@ -90,33 +93,29 @@ class OrnsteinUhlenbeckNoise:
             self.state = torch.where(torch.as_tensor(ended, device=self.device)[:, None], 0.0, self.state)
 
 
-class DDPG:
+class DDPG(Agent):
     observation_spaces = (gym.spaces.Box, gym.spaces.Discrete)
     action_spaces = (gym.spaces.Box,)
+    hyperparameter_rules = {
+        "gamma": UNIT_INTERVAL, "actor_lr": POSITIVE, "critic_lr": POSITIVE, "buffer_size": POSITIVE_INT,
+        "batch_size": POSITIVE_INT, "learning_starts": NON_NEGATIVE_INT, "train_every": POSITIVE_INT,
+        "gradient_steps": POSITIVE_INT, "tau": UNIT_INTERVAL, "noise_type": one_of(NOISE_TYPES),
+        "exploration_noise": NON_NEGATIVE, "ou_theta": NON_NEGATIVE, "ou_dt": NON_NEGATIVE,
+        "policy_delay": POSITIVE_INT, "target_noise": NON_NEGATIVE, "target_noise_clip": NON_NEGATIVE}
+    config_warnings = (replay_ratio_warning,)
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
-                 make_net: Callable[[int, int], nn.Module], device: str = "cpu",
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, context: RunContext,
                  gamma: float = 0.99, actor_lr: float = 1e-3, critic_lr: float = 1e-3, buffer_size: int = 1_000_000,
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
                  ou_theta: float = 0.15, ou_dt: float = 0.01, policy_delay: int = 1, target_noise: float = 0.0,
-                 target_noise_clip: float = 0.5, seed: int = 0):
+                 target_noise_clip: float = 0.5):
         low, high = action_space.low.astype(np.float64).ravel(), action_space.high.astype(np.float64).ravel()
         unbounded = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
         if len(unbounded):
             raise ConfigError(f"DDPG needs finite action bounds to scale its tanh actor, but action dimensions "
                               f"{unbounded.tolist()} are unbounded; wrap the env in gymnasium.wrappers.RescaleAction")
-        if noise_type not in NOISE_TYPES:
-            raise ConfigError(f"algo.noise_type={noise_type!r} is unknown; use one of {', '.join(NOISE_TYPES)}")
-        for key, value, least in (("buffer_size", buffer_size, 1), ("learning_starts", learning_starts, 0),
-                                  ("policy_delay", policy_delay, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ConfigError(f"algo.{key}={value!r} is invalid: it must be an integer >= {least}")
-        for key, value in (("exploration_noise", exploration_noise), ("target_noise", target_noise),
-                           ("target_noise_clip", target_noise_clip), ("ou_theta", ou_theta), ("ou_dt", ou_dt)):
-            if not value >= 0:
-                raise ConfigError(f"algo.{key}={value!r} is invalid: it must be a number >= 0")
-        self.device = resolve_device(device)
+        self.device = context.device
         self.gamma = gamma
         self.batch_size = batch_size
         self.learning_starts = learning_starts
@@ -137,6 +136,7 @@ class DDPG:
                               "side by side); for image observations use algo=a2c or algo=reinforce")
         self.action_shape = action_space.shape
         action_dim = len(low)
+        make_net = context.make_net
         self.actor = Actor(make_net(obs_dim, action_dim), low, high).to(self.device)
         self.critic = Critic(make_net(obs_dim + action_dim, 1)).to(self.device)
         self.actor_target = Actor(make_net(obs_dim, action_dim), low, high).to(self.device).requires_grad_(False)
@@ -153,10 +153,10 @@ class DDPG:
             if noise_type == "ou" else None
 
         obs_shape, obs_dtype = observation_space.shape, observation_space.dtype
-        self.buffer = ReplayBuffer(buffer_size, {
+        self.replay_buffer = ReplayBuffer(buffer_size, {
             "obs": (obs_shape, obs_dtype), "action": ((action_dim,), np.float32), "reward": ((), np.float32),
             "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32)})
-        self.rng = np.random.default_rng(seed)  # draws the minibatches
+        self.rng = np.random.default_rng(context.seed)  # draws the minibatches
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         with torch.inference_mode():
@@ -176,12 +176,12 @@ class DDPG:
 
     def observe(self, t: Transition) -> dict[str, float]:
         before, self.env_steps = self.env_steps, self.env_steps + len(t.reward)
-        self.buffer.add(obs=t.obs, action=t.action.reshape(len(t.reward), -1), reward=t.reward,
+        self.replay_buffer.add(obs=t.obs, action=t.action.reshape(len(t.reward), -1), reward=t.reward,
                         next_obs=t.next_obs, terminated=t.terminated)
         if self.ou_noise is not None:
             self.ou_noise.reset(t.terminated | t.truncated)
-        rounds = self.env_steps // self.train_every - before // self.train_every
-        if self.env_steps < self.learning_starts or rounds == 0 or len(self.buffer) < self.batch_size:
+        rounds = intervals_passed(before, self.env_steps, self.train_every)
+        if self.env_steps < self.learning_starts or rounds == 0 or len(self.replay_buffer) < self.batch_size:
             return {}
         return self.learn(rounds * self.gradient_steps)
 
@@ -207,7 +207,7 @@ class DDPG:
         critic_losses, actor_losses, q_values = [], [], []
         for _ in range(steps):
             batch = {key: torch.as_tensor(value, device=self.device)
-                     for key, value in self.buffer.sample(self.batch_size, self.rng).items()}
+                     for key, value in self.replay_buffer.sample(self.batch_size, self.rng).items()}
             obs = self.encode(batch["obs"])
             y = self.td_target(batch["reward"], batch["terminated"], self.encode(batch["next_obs"]))
             q = self.critic(obs, batch["action"])
@@ -224,14 +224,9 @@ class DDPG:
                 actor_loss.backward()
                 self.actor_optimizer.step()
                 actor_losses.append(actor_loss.detach())
-                self.update_targets()
+                polyak_update(self.target_params, self.online_params, self.tau)
         metrics = {"critic_loss": critic_losses, "q_values": q_values, "actor_loss": actor_losses}
         return {name: torch.stack(values).mean().item() for name, values in metrics.items() if values}
-
-    def update_targets(self) -> None:
-        """theta' <- theta' + tau (theta - theta') for every parameter of both target networks, in one fused call."""
-        with torch.no_grad():
-            torch._foreach_lerp_(self.target_params, self.online_params, self.tau)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
@@ -239,7 +234,7 @@ class DDPG:
                  "actor_optimizer": self.actor_optimizer.state_dict(),
                  "critic_optimizer": self.critic_optimizer.state_dict(),
                  "env_steps": self.env_steps, "critic_updates": self.critic_updates,
-                 "rng": self.rng.bit_generator.state, "replay_buffer": self.buffer.state_dict()}
+                 "rng": self.rng.bit_generator.state}
         if self.ou_noise is not None and self.ou_noise.state is not None:
             state["ou_state"] = self.ou_noise.state.clone()
         return state
@@ -249,7 +244,5 @@ class DDPG:
             getattr(self, name).load_state_dict(state[name])
         self.env_steps, self.critic_updates = state["env_steps"], state["critic_updates"]
         self.rng.bit_generator.state = state["rng"]
-        if "replay_buffer" in state:  # a checkpoint written with checkpoint.save_replay=false has none
-            self.buffer.load_state_dict(state["replay_buffer"])
         if self.ou_noise is not None and "ou_state" in state:
             self.ou_noise.state = state["ou_state"].to(self.device)

@@ -28,7 +28,6 @@ returns-to-go all come from the new policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -36,40 +35,43 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlrun.core import ConfigError, Transition
-from rlrun.networks import ObservationEncoder, PolicyHead, resolve_device
-from rlrun.schedules import LearningRateSchedule
+from rlrun.core import Agent, RunContext, Transition
+from rlrun.networks import ObservationEncoder, PolicyHead
+from rlrun.returns import returns_to_go
+from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
+from rlrun.validation import BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of, optional
 
 BASELINES = ("none", "mean", "value")
 
 
-class Reinforce:
+class Reinforce(Agent):
     observation_spaces = (gym.spaces.Box, gym.spaces.Discrete)
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box)
+    hyperparameter_rules = {"gamma": UNIT_INTERVAL, "lr": POSITIVE, "episodes_per_update": POSITIVE_INT,
+                            "baseline": one_of(BASELINES), "value_lr": POSITIVE, "normalize_returns": BOOLEAN,
+                            "entropy_coef": NON_NEGATIVE, "max_grad_norm": optional(POSITIVE),
+                            "lr_schedule": one_of(LR_SCHEDULES)}
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
-                 make_net: Callable[[int, int], nn.Module], device: str = "cpu",
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
                  gamma: float = 0.99, lr: float = 1e-3, episodes_per_update: int = 4, baseline: str = "value",
                  value_lr: float = 1e-3, normalize_returns: bool = True, entropy_coef: float = 0.0,
-                 max_grad_norm: float | None = None, lr_schedule: str = "constant", total_steps: int | None = None):
-        if baseline not in BASELINES:
-            raise ConfigError(f"algo.baseline={baseline!r} is unknown; use one of {', '.join(BASELINES)}")
-        self.device = resolve_device(device)
+                 max_grad_norm: float | None = None, lr_schedule: str = "constant"):
+        self.device = context.device
         self.gamma = gamma
         self.episodes_per_update = episodes_per_update
         self.baseline = baseline
         self.normalize_returns = normalize_returns
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
-        self.lr_schedule = LearningRateSchedule(lr_schedule, total_steps)
+        self.lr_schedule = LearningRateSchedule(lr_schedule, context.total_steps)
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
         self.head = PolicyHead(action_space).to(self.device)
-        self.policy = make_net(self.encode.input_shape, self.head.action_dim).to(self.device)
+        self.policy = context.make_net(self.encode.input_shape, self.head.action_dim).to(self.device)
         policy_params = list(self.policy.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
         param_groups = [{"params": policy_params, "lr": lr}]
-        self.value = make_net(self.encode.input_shape, 1).to(self.device) if baseline == "value" else None
+        self.value = context.make_net(self.encode.input_shape, 1).to(self.device) if baseline == "value" else None
         if self.value is not None:
             param_groups.append({"params": list(self.value.parameters()), "lr": value_lr})
         self.optimizer = torch.optim.Adam(param_groups)
@@ -99,17 +101,13 @@ class Reinforce:
         return metrics
 
     def returns_to_go(self, steps: list[tuple[Any, Any, float]], bootstrap_obs: Any | None):
-        """R_t = r_t + gamma R_{t+1}, starting from 0 after a termination or V(s_T) after a truncation."""
-        ret = 0.0
+        """(states, actions, R_t) of an episode: R_t from 0 after a termination or V(s_T) after a truncation."""
+        bootstrap_value = 0.0
         if bootstrap_obs is not None and self.value is not None:
             with torch.inference_mode():
-                ret = float(self.value(self.encode(np.asarray(bootstrap_obs)[None])))
-        returns = np.empty(len(steps), dtype=np.float32)
-        for t in reversed(range(len(steps))):
-            ret = steps[t][2] + self.gamma * ret
-            returns[t] = ret
-        states, actions, _ = zip(*steps)
-        return np.stack(states), np.stack(actions), returns
+                bootstrap_value = float(self.value(self.encode(np.asarray(bootstrap_obs)[None])))
+        states, actions, rewards = zip(*steps)
+        return np.stack(states), np.stack(actions), returns_to_go(np.array(rewards), self.gamma, bootstrap_value)
 
     def update(self) -> dict[str, float]:
         num_episodes = len(self.finished)

@@ -1,0 +1,209 @@
+"""Builds and trains a run from a composed config: the envs, the agent, its checkpointer and recorder, the trainer.
+
+Used by `rlrun` (one run, or each job of a sweep) and by `rlrun-eval` (the agent alone). torch, gymnasium and
+tensorboard are imported only here, when a run starts, so that `rlrun --help` and `rlrun --cfg job` answer
+quickly.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlrun.checks import check_spaces
+from rlrun.core import Agent, RunContext
+from rlrun.errors import ConfigError
+from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, optional
+
+log = logging.getLogger(__name__)
+
+RUN_RULES = {
+    "seed": NON_NEGATIVE_INT, "total_steps": POSITIVE_INT, "torch_threads": POSITIVE_INT, "progress": BOOLEAN,
+    "log_every": POSITIVE_INT, "eval.every": POSITIVE_INT, "eval.episodes": POSITIVE_INT,
+    "eval.epsilon": UNIT_INTERVAL, "eval.max_episode_steps": optional(POSITIVE_INT),
+    "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
+    "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
+    "env.max_episode_steps": optional(POSITIVE_INT),
+}
+
+
+def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None,
+              on_evaluation: tuple[Callable[[int, float], None], ...] = ()) -> float:
+    """Train one agent in `job_dir`; or, with sweep.seeds_per_trial=N, N agents (seed, seed+1, ...) in its
+    subfolders `seed=<s>`, returning the mean of their final eval returns, a steadier objective for a search.
+    `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none."""
+    check_config(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.sweep.seeds_per_trial == 1:
+        return train(cfg, job_dir, algo_name, preset, on_evaluation)
+    seeds = range(cfg.seed, cfg.seed + cfg.sweep.seeds_per_trial)
+    returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, on_evaluation)
+               for seed in seeds]
+    mean = sum(returns) / len(returns)
+    print(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
+    return mean
+
+
+def algo_class(algo: Mapping[str, Any]) -> type[Agent]:
+    """The Agent subclass that `algo._target_` names."""
+    from hydra.utils import get_class
+
+    target = algo.get("_target_")
+    try:
+        found = get_class(str(target))
+    except (ImportError, ValueError) as error:
+        raise ConfigError(f"algo._target_={target!r} cannot be loaded ({error}); name a class as module.Class, "
+                          "with its module on PYTHONPATH") from error
+    if not issubclass(found, Agent):
+        raise ConfigError(f"algo._target_={target!r} is not an rlrun algorithm: subclass rlrun.core.Agent")
+    return found
+
+
+def hyperparameters(algo: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in algo.items() if key != "_target_"}
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """The run's keys and the algorithm's hyperparameters against their rules; the algorithm's warnings logged."""
+    check("", config, RUN_RULES)
+    agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
+    check("algo", values, agent_class.hyperparameter_rules)
+    for warning in filter(None, (make_warning(values) for make_warning in agent_class.config_warnings)):
+        log.warning("warning: %s", warning)
+
+
+def build_agent(config: dict[str, Any], observation_space: Any, action_space: Any) -> Agent:
+    """The agent `config` describes, for envs with these single-env spaces: the algo class with its
+    hyperparameters, and the network factory, device, seed and budget of the run."""
+    from hydra.utils import instantiate
+
+    from rlrun.networks import resolve_device
+
+    agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
+    context = RunContext(make_net=instantiate(config["network"], _partial_=True, _recursive_=False),
+                         device=resolve_device(config["device"]["name"]), seed=config["seed"],
+                         total_steps=config["total_steps"])
+    try:
+        inspect.signature(agent_class).bind(observation_space, action_space, context, **values)
+    except TypeError as error:
+        raise ConfigError(f"algo: {error}; see the keys of configs/algo/<name>.yaml") from error
+    with garbage_collector_paused():  # torch.optim imports torch._dynamo as the agent builds its optimizer
+        return agent_class(observation_space, action_space, context, **values)
+
+
+def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None,
+          on_evaluation: tuple[Callable[[int, float], None], ...] = ()) -> float:
+    """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
+    return the final evaluation's mean return (a sweeper's objective)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    previous = previous_checkpoint(run_dir, config)
+    with garbage_collector_paused():
+        import random
+
+        import numpy as np
+        import torch
+
+        from rlrun.checkpoint import Checkpointer
+        from rlrun.envs import make_vector_env
+        from rlrun.optimality import optimality_gap_for
+        from rlrun.recording import Recorder
+        from rlrun.trainer import Trainer, TrainerSettings
+
+    eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
+                                max_episode_steps=cfg.eval.max_episode_steps)
+    check_spaces(algo_name, algo_class(config["algo"]), eval_envs.single_observation_space,
+                 eval_envs.single_action_space, cfg.env.id)
+    torch.set_num_threads(cfg.torch_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    envs = make_vector_env(cfg.env)
+    try:
+        agent = build_agent(config, envs.single_observation_space, envs.single_action_space)
+        resuming = f", resuming at step {previous['env_steps']}" if previous else ""
+        with_preset = f"preset tuned/{preset}" if preset else "no tuned preset"
+        print(f"rlrun: {algo_name} on {cfg.env.id} ({with_preset}), {cfg.total_steps} steps{resuming} -> "
+              f"{shown(run_dir)}")
+        settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
+                                   checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every, seed=cfg.seed,
+                                   eval_epsilon=cfg.eval.epsilon)
+        checkpointer = Checkpointer(run_dir, agent, config, keep=cfg.checkpoint.keep,
+                                    save_replay=cfg.checkpoint.save_replay)
+        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress)
+        diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent)
+        summary = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
+                          on_evaluation).run(previous)
+    finally:
+        envs.close()
+        eval_envs.close()
+    final = summary["final_eval"]
+    print(f"rlrun: final eval return {final['mean_return']:.2f} +- {final['std_return']:.2f} after "
+          f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
+          f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
+    return final["mean_return"]
+
+
+def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The payload of run_dir/checkpoints/last.pt, if any, after checking it is a run of the same algo and env."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        return None
+    from rlrun import checkpoint
+
+    payload = checkpoint.load(path)
+    saved = payload.get("config", {})
+    was = (saved.get("algo", {}).get("_target_"), saved.get("env", {}).get("id"))
+    wanted = (config["algo"]["_target_"], config["env"]["id"])
+    if was != wanted:
+        raise ConfigError(f"{path} is a checkpoint of {was[0]} on {was[1]}, but this run asks for {wanted[0]} on "
+                          f"{wanted[1]}; resume with the same algo and env, or run in another folder")
+    return payload
+
+
+@contextmanager
+def garbage_collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while torch is imported and the agent built. torch (and torch._dynamo
+    with sympy, which torch.optim loads) creates hundreds of thousands of long-lived objects, and the collector
+    scans them all again each time the heap grows by a quarter, finding no garbage. Never around making envs:
+    async env workers fork from this process and would run with the collector off for good."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def exit_without_teardown() -> None:
+    """End a process whose work is done and written (a single run, rlrun-eval) with exit code 0, skipping the
+    interpreter's teardown, where torch unregisters its operators one by one. Log handlers are flushed and
+    closed first; every file rlrun writes is closed by then."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def stop_idle_workers() -> None:
+    """Stop the idle worker processes a finished parallel sweep leaves (joblib's), instead of waiting for each
+    to tear torch down."""
+    for worker in multiprocessing.active_children():
+        worker.terminate()
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
