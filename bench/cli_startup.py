@@ -1,5 +1,6 @@
-"""Wall seconds of `rlrun --help`, `rlrun --cfg job` and `rlrun total_steps=1`: min and median of N runs of each,
-taken in rounds so that a shared machine's load falls on every command alike.
+"""Wall and CPU seconds of `rlrun --help`, `rlrun --cfg job` and `rlrun total_steps=1`: min and median of N runs of
+each, taken in rounds so that a shared machine's load falls on every command alike (CPU seconds, user + system of
+the command's processes, move less with the load than wall seconds).
 
     python bench/cli_startup.py [--runs 5] [--before CHECKOUT]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,10 +30,16 @@ COMMANDS = {
 }
 
 
-def seconds(command: list[str], env: dict[str, str], cwd: str) -> float:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def seconds(command: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of `command`."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env, cwd=cwd)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu_start
 
 
 def main() -> None:
@@ -45,7 +53,8 @@ def main() -> None:
         if not package_configs.exists():
             package_configs.symlink_to(options.before.resolve() / "configs")
         versions["before"] = {**os.environ, "PYTHONPATH": str(options.before.resolve())}
-    times: dict[tuple[str, str], list[float]] = {(name, version): [] for name in COMMANDS for version in versions}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {(name, version): [] for name in COMMANDS
+                                                               for version in versions}
     with tempfile.TemporaryDirectory() as workdir:  # the runs' outputs/ go there
         for _ in range(options.runs):
             for name, arguments in COMMANDS.items():
@@ -53,7 +62,9 @@ def main() -> None:
                     times[name, version].append(seconds(RLRUN + arguments, env, workdir))
     print(f"{options.runs} runs each; load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end")
     for (name, version), values in times.items():
-        print(f"  {name:42} {version:7} min {min(values):.2f} s  median {statistics.median(values):.2f} s")
+        wall, cpu = zip(*values)
+        print(f"  {name:42} {version:7} wall min {min(wall):.2f} s median {statistics.median(wall):.2f} s   "
+              f"CPU min {min(cpu):.2f} s median {statistics.median(cpu):.2f} s")
 
 
 if __name__ == "__main__":

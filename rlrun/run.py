@@ -59,7 +59,8 @@ def algo_class(algo: Mapping[str, Any]) -> type[Agent]:
 
     target = algo.get("_target_")
     try:
-        found = get_class(str(target))
+        with garbage_collector_paused():  # the algorithm's module imports torch
+            found = get_class(str(target))
     except (ImportError, ValueError) as error:
         raise ConfigError(f"algo._target_={target!r} cannot be loaded ({error}); name a class as module.Class, "
                           "with its module on PYTHONPATH") from error
