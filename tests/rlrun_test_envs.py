@@ -1,9 +1,11 @@
 """Environments for the tests; importing this module registers them (also as `rlrun_test_envs:<id>`)."""
 
 import gc
+import time
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 
 class Corridor(gym.Env):
@@ -99,3 +101,20 @@ class PixelGrid(gym.Env):
 
 
 gym.register("RlrunTest/PixelGrid-v0", entry_point=PixelGrid, max_episode_steps=50)
+
+
+class PacedCartPole(CartPoleEnv):
+    """CartPole that sleeps `pause_s` in every step: a run of a few thousand steps lasts long enough on any machine
+    for a test to interrupt it between two checkpoints, and leaves the CPU to the other tests while it waits."""
+
+    def __init__(self, pause_s: float = 0.005, **kwargs):
+        super().__init__(**kwargs)
+        self.pause_s = pause_s
+
+    def step(self, action):
+        time.sleep(self.pause_s)
+        return super().step(action)
+
+
+# no namespace: a sweep names its job folders by the overrides, and the `/` of `RlrunTest/...` would nest them
+gym.register("PacedCartPole-v0", entry_point=PacedCartPole, max_episode_steps=500)

@@ -186,12 +186,3 @@ def test_slurm_example_config_extends_the_submitit_slurm_launcher():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
 
-
-def test_ray_launcher_runs_the_jobs_on_a_local_ray_instance(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the optional extra rlrun[ray] is not installed")
-    result = run_rlrun("-m", "seed=0,1", "hydra/launcher=ray", "hydra.sweep.dir=sweep", *TINY, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    jobs = job_dirs(tmp_path / "sweep")
-    assert len(jobs) == 2
-    for run_dir in jobs.values():
-        assert_complete(run_dir)
