@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 
 # The trial's user attribute that holds the pruner's config, read back by rlrun.pruning in the job
 PRUNER_ATTR = "pruner"
-# added, or replaced where the config has it: rlrun's config.yaml has sweep.trial: null
-TRIAL_OVERRIDE = "++sweep.trial"
+TRIAL_KEY = "sweep.trial"
 
 
 class OptunaSweeper(Sweeper):
@@ -84,8 +83,8 @@ class OptunaSweeper(Sweeper):
         if self.storage is None:
             return []
         trial = f"{{number:{number},study:{quoted(self.study_name)},storage:{quoted(self.storage)}}}"
-        excluded = [*self.config.hydra.job.config.override_dirname.exclude_keys, TRIAL_OVERRIDE]
-        return [f"{TRIAL_OVERRIDE}={trial}",
+        excluded = [*self.config.hydra.job.config.override_dirname.exclude_keys, TRIAL_KEY]
+        return [f"++{TRIAL_KEY}={trial}",  # ++: added, or set where the config has the key
                 f"hydra.job.config.override_dirname.exclude_keys=[{','.join(map(quoted, excluded))}]"]
 
     def report(self, study: Any) -> None:
