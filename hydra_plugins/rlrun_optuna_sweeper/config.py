@@ -12,6 +12,7 @@ from omegaconf import MISSING
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.rlrun_optuna_sweeper.sweeper.OptunaSweeper"
+    _recursive_: bool = False  # the sweeper gets the sampler's and pruner's configs and makes them itself
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "nop"}])
     sampler: Any = MISSING  # hydra/sweeper/sampler: tpe, random, qmc, nsgaii
     # hydra/sweeper/pruner: nop (every trial runs to the end) or median; the trial reports its evaluations

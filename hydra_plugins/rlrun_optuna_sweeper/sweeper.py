@@ -22,10 +22,13 @@ TRIAL_KEY = "sweep.trial"
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, sampler: Any, pruner: Any, direction: Any, storage: str | None, study_name: str | None,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None) -> None:
-        """sampler and pruner: the Optuna objects, which Hydra instantiates from their configs."""
-        self.sampler, self.pruner = sampler, pruner
+    def __init__(self, sampler: DictConfig, pruner: DictConfig, direction: Any, storage: str | None,
+                 study_name: str | None, n_trials: int, n_jobs: int, max_failure_rate: float,
+                 params: DictConfig | None) -> None:
+        from hydra.utils import instantiate
+
+        self.sampler, self.pruner = instantiate(sampler), instantiate(pruner)
+        self.pruner_config = OmegaConf.to_container(pruner)
         self.directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
@@ -33,7 +36,6 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
-        self.pruner_config = OmegaConf.to_container(config.hydra.sweeper.pruner)
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
 
