@@ -19,6 +19,7 @@ def test_a_search_with_a_pruner_stops_trials_at_an_evaluation_and_records_them_a
     (tmp_path / "conf" / "hydra" / "sweeper" / "pruner").mkdir(parents=True)
     (tmp_path / "conf" / "hydra" / "sweeper" / "pruner" / "always.yaml").write_text(ALWAYS)
     result = run_rlrun("-m", "--config-dir", "conf", "+sweep=reinforce_cartpole", "hydra/sweeper/pruner=always",
+                       "hydra.sweeper.pruner.n_warmup_steps=0",  # the search's own warm-up is longer than TINY's runs
                        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}", "hydra.sweeper.n_trials=2",
                        "hydra.sweep.dir=sweep", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
