@@ -3,9 +3,11 @@
 A tracker gets the scalars TensorBoard gets, under the same tags, the run's resolved config and its final metrics;
 the runs of one sweep share a W&B group, or an MLflow parent run. A resumed run continues its tracked run, whose id
 the checkpoint keeps:
-- W&B rewinds it to the checkpoint's step (`resume_from="<id>?_step=<step>"`, W&B's run rewind), so the points the
-  interrupted process logged after the checkpoint are dropped and the resumed process logs them again: one curve.
-  Offline, the rewind is recorded in the new offline run folder and applied by `wandb sync`.
+- W&B continues it (`resume="allow"`). Its steps only go up: online, the points the resumed process logs up to the
+  last step the interrupted one logged are dropped, and those the interrupted process logged stay (rlrun's exact
+  resume reproduces them). With logger.rewind=true, W&B's run rewind (`resume_from="<id>?_step=<step>"`, a preview
+  feature an entity must have enabled) cuts the run back to the checkpoint's step instead and the resumed process
+  logs the rest again; offline, the rewind is recorded in the new offline run folder and applied by `wandb sync`.
 - MLflow keeps every metric point it is sent and cannot remove one, so the resumed tracker sends only the steps
   after the last one the server holds; the points in between are the interrupted process's, which rlrun's exact
   resume reproduces.
@@ -61,9 +63,16 @@ class WandbTracker:
         # separate W&B runs, even when one of them ended with an exception before finish()
         self.run = wandb.init(project=logger["project"], entity=logger.get("entity"), mode=logger.get("mode"),
                               dir=str(folder), group=group, tags=logger.get("tags"), config=config,
-                              resume_from=None if resume_id is None else f"{resume_id}?_step={resume_step}",
-                              reinit="create_new")
+                              reinit="create_new", **self.resumed(logger, resume_id, resume_step))
         self.run_id = self.run.id
+
+    @staticmethod
+    def resumed(logger: dict[str, Any], resume_id: str | None, resume_step: int | None) -> dict[str, str]:
+        if resume_id is None:
+            return {}
+        if logger.get("rewind"):
+            return {"resume_from": f"{resume_id}?_step={resume_step}"}
+        return {"id": resume_id, "resume": "allow"}
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)

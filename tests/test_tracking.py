@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from rlrun.tracking import start_tracker
 from tracking_readers import mlflow_server, wandb_curve, wandb_offline_runs
 
 CONFIG = {"seed": 0, "total_steps": 700, "algo": {"lr": 0.001, "gamma": 0.99}, "env": {"id": "CartPole-v1"}}
-WANDB = {"backend": "wandb", "project": "rlrun-test", "entity": None, "mode": "offline", "dir": None, "tags": ["test"]}
+WANDB = {"backend": "wandb", "project": "rlrun-test", "entity": None, "mode": "offline", "dir": None, "tags": ["test"],
+         "rewind": False}
 SUMMARY = {"env_steps": 700, "final_eval": {"mean_return": 7.0, "std_return": 0.5}, "algo": "reinforce"}
 
 # the interrupted process: it logs steps 100..500 and dies of an exception without finishing its tracker (a W&B
@@ -34,8 +36,10 @@ raise RuntimeError("interrupted")
 
 
 def interrupted_run(logger: dict, run_dir: Path, group: str | None) -> str:
+    # without this test process's W&B service (WANDB_SERVICE), which would hold the run after the process died
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
     result = subprocess.run([sys.executable, "-c", INTERRUPTED, json.dumps([logger, CONFIG, str(run_dir), group])],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     assert "RuntimeError: interrupted" in result.stderr, result.stderr
     return next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("run_id "))
 
@@ -55,10 +59,11 @@ def test_tensorboard_has_no_tracker_and_a_missing_backend_is_one_line(tmp_path):
         start_tracker({"backend": "neptune"}, CONFIG, tmp_path, None, None, None)
 
 
-def test_wandb_offline_run_resumed_from_a_checkpoint_is_one_curve(tmp_path, monkeypatch):
+def test_wandb_offline_run_resumed_from_a_checkpoint_with_rewind_is_one_curve(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    run_id = interrupted_run(WANDB, tmp_path, "dqn_cartpole")
-    resumed_run(WANDB, tmp_path, "dqn_cartpole", run_id)
+    logger = {**WANDB, "rewind": True}
+    run_id = interrupted_run(logger, tmp_path, "dqn_cartpole")
+    resumed_run(logger, tmp_path, "dqn_cartpole", run_id)
     first, second = wandb_offline_runs(tmp_path)
     assert first["run"].run_id == second["run"].run_id == run_id
     assert first["run"].run_group == "dqn_cartpole" and first["run"].project == "rlrun-test"
@@ -69,6 +74,16 @@ def test_wandb_offline_run_resumed_from_a_checkpoint_is_one_curve(tmp_path, monk
     assert wandb_curve(tmp_path, "eval/mean_return") == [(100, 1.0), (200, 2.0), (300, 3.0), (400, 40.0),
                                                          (500, 50.0), (600, 60.0), (700, 70.0)]
     assert json.loads(second["summary"]["final_eval"]) == SUMMARY["final_eval"]
+
+
+def test_wandb_offline_run_resumed_without_rewind_continues_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_id = interrupted_run(WANDB, tmp_path, None)
+    resumed_run(WANDB, tmp_path, None, run_id)
+    first, second = wandb_offline_runs(tmp_path)
+    assert first["run"].run_id == second["run"].run_id == run_id
+    assert second["run"].resume and not second["run"].HasField("branch_point")
+    assert sorted(second["history"]) == [400, 500, 600, 700]
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,9 @@ def test_a_killed_and_resumed_run_is_one_curve_in_wandb(tmp_path):
         runs = wandb_offline_runs(folder) if (folder / "wandb").is_dir() else []
         return bool(runs) and any(step >= 2000 for step in runs[0]["history"])
 
-    killed_after_a_checkpoint([*RUN, "logger=wandb"], tmp_path, env, tracked)
+    # rewind: the offline folders then hold each step once (without it, the second one repeats the steps between
+    # the checkpoint and the kill, and W&B's step order settles them as they are synced)
+    killed_after_a_checkpoint([*RUN, "logger=wandb", "logger.rewind=true"], tmp_path, env, tracked)
     resumed = run_rlrun("resume=killed", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     first, second = wandb_offline_runs(folder)
