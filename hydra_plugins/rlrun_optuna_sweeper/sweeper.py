@@ -4,10 +4,12 @@ outcome: its return value (COMPLETE), its optuna.TrialPruned (PRUNED) or any oth
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -45,8 +47,8 @@ class OptunaSweeper(Sweeper):
         fixed, space = search_space(self.params, arguments)
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and self.storage is None:
-            raise ValueError("hydra.sweeper.pruner needs hydra.sweeper.storage (e.g. sqlite:///sweeps.db): the trials "
-                             "report their evaluations to the study from their own jobs")
+            user_error("hydra.sweeper.pruner needs hydra.sweeper.storage (e.g. sqlite:///sweeps.db): the trials "
+                       "report their evaluations to the study from their own jobs")
         study = optuna.create_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner,
                                     sampler=self.sampler, directions=self.directions,
                                     load_if_exists=True)
@@ -54,7 +56,11 @@ class OptunaSweeper(Sweeper):
                  f"{self.n_trials} to add; sampler {type(study.sampler).__name__}, pruner {type(self.pruner).__name__}")
         job_number, done, failed = 0, 0, 0
         while done < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            try:
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            except ValueError as error:  # Optuna: the study has a parameter with other choices or another range
+                user_error(f"study {study.study_name}: {error}; search other values in a new study "
+                           "(hydra.sweeper.study_name=...)")
             batch = []
             for trial in trials:
                 if pruning:
@@ -109,9 +115,14 @@ class OptunaSweeper(Sweeper):
 def search_space(params: dict[str, str], arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
     """(fixed overrides, {key: Optuna distribution}) from hydra.sweeper.params and the command line's overrides,
     which win: a sweep (choice, range, interval, a,b,c) is searched, any other override is passed to every trial."""
-    parser = OverridesParser.create()
+    parser, overrides = OverridesParser.create(), []
+    for key, value in params.items():
+        try:
+            overrides += parser.parse_overrides([f"{key}={value}"])
+        except OverrideParseException as error:
+            user_error(f"hydra.sweeper.params: {key}: {value} is not Hydra's sweep syntax ({str(error).splitlines()[0]})")
     chosen: dict[str, Any] = {}
-    for override in parser.parse_overrides([f"{key}={value}" for key, value in params.items()] + arguments):
+    for override in overrides + parser.parse_overrides(arguments):
         key = override.input_line.split("=", 1)[0]
         chosen[key] = distribution(override) if override.is_sweep_override() else override.input_line
     fixed = [value for value in chosen.values() if isinstance(value, str)]
@@ -130,6 +141,12 @@ def distribution(override: Override) -> Any:
         return FloatDistribution(interval.start, interval.end, log=log_scale)
     # lists and dicts as override strings ("[64,64]"), other values as they are
     return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+
+
+def user_error(message: str) -> None:
+    """A mistake in the search's config: one line, exit code 2, as rlrun answers bad input."""
+    print(f"rlrun: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def quoted(value: str) -> str:
