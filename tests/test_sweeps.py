@@ -170,7 +170,8 @@ def test_other_choices_for_a_parameter_of_an_existing_study_are_one_line(tmp_pat
     second = run_rlrun("-m", "+sweep=reinforce_cartpole", storage, "hydra.sweeper.n_trials=1",
                        "algo.baseline=choice(mean)", *TINY, cwd=tmp_path)
     assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert second.stderr.splitlines()[-1].startswith("rlrun: error: study reinforce_cartpole: ")
+    assert second.stderr.splitlines()[-1].startswith("rlrun: error: study reinforce_cartpole searches algo.baseline in ")
+    assert [t.state.name for t in optuna_trials(tmp_path / "study.db", "reinforce_cartpole")] == ["COMPLETE"]
     assert second.stderr.splitlines()[-1].endswith("search other values in a new study (hydra.sweeper.study_name=...)")
 
 

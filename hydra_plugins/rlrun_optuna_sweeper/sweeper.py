@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
 from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
+from hydra.errors import OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -52,15 +52,12 @@ class OptunaSweeper(Sweeper):
         study = optuna.create_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner,
                                     sampler=self.sampler, directions=self.directions,
                                     load_if_exists=True)
+        check_compatible(study, space)
         log.info(f"Study {study.study_name} in {self.storage or 'memory'}: {len(study.trials)} trials so far, "
                  f"{self.n_trials} to add; sampler {type(study.sampler).__name__}, pruner {type(self.pruner).__name__}")
         job_number, done, failed = 0, 0, 0
         while done < self.n_trials:
-            try:
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            except ValueError as error:  # Optuna: the study has a parameter with other choices or another range
-                user_error(f"study {study.study_name}: {error}; search other values in a new study "
-                           "(hydra.sweeper.study_name=...)")
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             batch = []
             for trial in trials:
                 if pruning:
@@ -127,6 +124,20 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[list[str
         chosen[key] = distribution(override) if override.is_sweep_override() else override.input_line
     fixed = [value for value in chosen.values() if isinstance(value, str)]
     return fixed, {key: value for key, value in chosen.items() if not isinstance(value, str)}
+
+
+def check_compatible(study: Any, space: dict[str, Any]) -> None:
+    """Optuna keeps each parameter's distribution for the life of a study and refuses a trial with another one (a
+    choice of other values, an interval where it had a choice) once the trial exists; refuse it before."""
+    from optuna.distributions import check_distribution_compatibility
+
+    for trial in study.get_trials(deepcopy=False):
+        for key in space.keys() & trial.distributions.keys():
+            try:
+                check_distribution_compatibility(trial.distributions[key], space[key])
+            except ValueError as error:
+                user_error(f"study {study.study_name} searches {key} in {trial.distributions[key]}, not in "
+                           f"{space[key]} ({error}); search other values in a new study (hydra.sweeper.study_name=...)")
 
 
 def distribution(override: Override) -> Any:
