@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from rlrun.checks import leaves
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 
 SWEEP_TAG = "rlrun.sweep"  # MLflow: the tag naming the sweep of a parent run
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag that nests a run under another in its UI
@@ -140,6 +139,13 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=numbers[start:start + 1000])
         self.client.log_dict(self.run_id, summary, "summary.json")
         self.client.set_terminated(self.run_id)
+
+
+def leaves(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of every value of a nested dict that is not a dict: MLflow's flat params and metrics."""
+    if not isinstance(node, dict):
+        return [(path, node)]
+    return [leaf for key, value in node.items() for leaf in leaves(value, f"{path}.{key}" if path else str(key))]
 
 
 TRACKERS = {"wandb": WandbTracker, "mlflow": MlflowTracker}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrun.core import ConfigError
+from rlrun.errors import ConfigError
 from rlrun.tracking import start_tracker
 from tracking_readers import mlflow_server, wandb_curve, wandb_offline_runs
 
