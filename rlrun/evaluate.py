@@ -106,11 +106,13 @@ def record_video(agent: Any, config: Any, env_steps: int, seed: int, run_dir: Pa
     """One deterministic episode to <run>/videos/eval-step<N>-episode-0.mp4, also added to TensorBoard."""
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame renders off screen: no sound card, no display
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import io
+
     import gymnasium as gym
-    import numpy as np
-    import torch
-    from moviepy.editor import VideoFileClip
-    from torch.utils.tensorboard import SummaryWriter
+    from moviepy import VideoFileClip
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard.writer import FileWriter
 
     folder, prefix = run_dir / "videos", f"eval-step{env_steps}"
     env_cfg = OmegaConf.merge(config.env, {"kwargs": {"render_mode": "rgb_array"}})
@@ -124,12 +126,19 @@ def record_video(agent: Any, config: Any, env_steps: int, seed: int, run_dir: Pa
         running = not (terminated[0] or truncated[0])
     envs.close()
     video = folder / f"{prefix}-episode-0.mp4"
-    # TensorBoard stores a GIF: a preview of at most PREVIEW_FRAMES frames at half size keeps it cheap to
-    # encode (the full episode stays in the mp4)
+    # TensorBoard shows a GIF: a preview of at most PREVIEW_FRAMES frames at half size keeps it cheap to encode
+    # (the full episode stays in the mp4). It is encoded here with Pillow, since torch's add_video needs moviepy 1's
+    # moviepy.editor, and written as the image summary add_video writes.
     with VideoFileClip(str(video)) as clip:
-        frames = np.stack(list(clip.iter_frames()))
+        frames = list(clip.iter_frames())
     stride = math.ceil(len(frames) / PREVIEW_FRAMES)
-    preview = torch.from_numpy(frames[::stride, ::2, ::2].copy()).permute(0, 3, 1, 2)[None]
-    with SummaryWriter(log_dir=str(run_dir)) as writer:
-        writer.add_video("eval/video", preview, env_steps, fps=max(1, round(fps / stride)))
+    preview = [Image.fromarray(frame[::2, ::2]) for frame in frames[::stride]]
+    gif = io.BytesIO()
+    preview[0].save(gif, format="GIF", save_all=True, append_images=preview[1:], loop=0,
+                    duration=round(1000 * stride / fps))
+    image = Summary.Image(height=preview[0].height, width=preview[0].width, colorspace=3,
+                          encoded_image_string=gif.getvalue())
+    writer = FileWriter(str(run_dir))
+    writer.add_summary(Summary(value=[Summary.Value(tag="eval/video", image=image)]), env_steps)
+    writer.close()
     return video

@@ -116,6 +116,65 @@ def test_optuna_search_continues_its_sqlite_study_and_survives_failed_trials(tmp
     assert trials[4].value == read_summary(jobs["algo.gamma=0.99"])["final_eval"]["mean_return"]
 
 
+def test_dqn_search_adds_trials_to_its_study_and_records_a_failed_trial(tmp_path):
+    """The shipped DQN search at a tiny budget: 3 trials, then a second call on the same SQLite study that brings it
+    to 5, with a gamma out of range in one of them (that trial fails; the other completes)."""
+    storage = f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"
+    first = run_rlrun("-m", "+sweep=dqn_cartpole", storage, "hydra.sweeper.n_trials=3", "hydra.sweep.dir=first", *TINY,
+                      cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert [t.state.name for t in optuna_trials(tmp_path / "study.db", "dqn_cartpole")] == ["COMPLETE"] * 3
+
+    # torch_threads=0 is invalid: the random sampler with seed 1 draws it for one of the two new trials
+    second = run_rlrun("-m", "+sweep=dqn_cartpole", storage, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=second",
+                       "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=1", "torch_threads=choice(1,0)",
+                       *TINY, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    trials = optuna_trials(tmp_path / "study.db", "dqn_cartpole")
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert {t.params["torch_threads"]: t.state.name for t in trials[3:]} == {0: "FAIL", 1: "COMPLETE"}
+    for job in (tmp_path / "second").glob("[0-9]"):  # the job folders 0 and 1 of the second call
+        number = OmegaConf.load(job / ".hydra" / "config.yaml").sweep.trial.number
+        assert (job / "error.txt").exists() == (trials[number].state.name == "FAIL")
+    assert "Trial 3 failed (ConfigError: torch_threads=0 is invalid" in second.stdout + second.stderr
+
+
+BAD_PARAMS = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+hydra:
+  sweeper:
+    params:
+      algo.lr: choice(0.001, 0.003
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["+sweep=reinforce_cartpole", "hydra/sweeper/pruner=median", "hydra.sweeper.storage=null"],
+     "rlrun: error: hydra.sweeper.pruner needs hydra.sweeper.storage"),
+    (["--config-dir", "conf", "+sweep=bad_params"], "rlrun: error: hydra.sweeper.params: algo.lr: choice(0.001, 0.003 is not Hydra's sweep syntax"),
+], ids=["pruner without storage", "unparsable params"])
+def test_a_search_config_mistake_is_one_line_with_exit_code_2(tmp_path, args, message):
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "bad_params.yaml").write_text(BAD_PARAMS)
+    result = run_rlrun("-m", *args, "hydra.sweep.dir=sweep", *TINY, cwd=tmp_path)
+    assert (result.returncode, result.stderr.splitlines()[-1][:len(message)]) == (2, message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_other_choices_for_a_parameter_of_an_existing_study_are_one_line(tmp_path):
+    storage = f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"
+    first = run_rlrun("-m", "+sweep=reinforce_cartpole", storage, "hydra.sweeper.n_trials=1", *TINY, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run_rlrun("-m", "+sweep=reinforce_cartpole", storage, "hydra.sweeper.n_trials=1",
+                       "algo.baseline=choice(mean)", *TINY, cwd=tmp_path)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert second.stderr.splitlines()[-1].startswith("rlrun: error: study reinforce_cartpole searches algo.baseline in ")
+    assert [t.state.name for t in optuna_trials(tmp_path / "study.db", "reinforce_cartpole")] == ["COMPLETE"]
+    assert second.stderr.splitlines()[-1].endswith("search other values in a new study (hydra.sweeper.study_name=...)")
+
+
 def test_submitit_local_launcher_runs_each_job_as_a_process(tmp_path):
     result = run_rlrun("-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.sweep.dir=sweep", *TINY,
                        cwd=tmp_path)
