@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlrun import run
 from rlrun.checks import check_choices, check_launcher, check_output_folder, config_names, package_folder
-from rlrun.errors import ConfigError, failure_recorded, user_errors
+from rlrun.errors import ConfigError, failure_recorded, in_sweep, user_errors
 
 OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
                                 replace=True)
@@ -189,8 +189,9 @@ def hydra_main(cfg: DictConfig) -> float:
     """One job: train in the job's folder and return the final eval return, the objective a sweeper optimizes."""
     hydra_config = HydraConfig.get()
     job_dir = Path(hydra_config.runtime.output_dir)
+    sweep = hydra_config.sweep.dir if in_sweep() else None
     with user_errors(), failure_recorded(job_dir):
-        return run.train_job(cfg, job_dir, hydra_config.runtime.choices["algo"], applied_preset(hydra_config))
+        return run.train_job(cfg, job_dir, hydra_config.runtime.choices["algo"], applied_preset(hydra_config), sweep)
 
 
 def applied_preset(hydra_config: DictConfig) -> str | None:

@@ -1,5 +1,6 @@
 """What a run shows and leaves behind, apart from checkpoints: TensorBoard scalars (means over each log interval),
-the config and hparams, training steps per second, the progress bar, the log lines and summary.json.
+the config and hparams, training steps per second, the progress bar, the log lines and summary.json; and the
+same scalars and summary in a tracker (W&B, MLflow) where `logger=` names one.
 
 Tags: `losses/<name>` for an agent's metric without a slash (others as they are), `charts/episodic_return`,
 `charts/episodic_length`, `charts/SPS`, `eval/mean_return`, `eval/std_return`, and the diagnostics' own.
@@ -23,6 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from rlrun.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +111,11 @@ class Stopwatch:
 class Recorder:
     """Records one run into `run_dir`, inside `opened()` (which closes the writer and the bar, also after an error)."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, total_steps: int, progress: bool = True):
+    def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, total_steps: int, progress: bool = True,
+                 tracker: Tracker | None = None):
+        """`tracker` (rlrun.tracking: W&B or MLflow) gets every scalar TensorBoard gets and the summary."""
         self.run_dir = run_dir
+        self.tracker = tracker
         self.config = config
         self.algo = algo
         self.total_steps = total_steps
@@ -120,8 +126,9 @@ class Recorder:
         self.postfix: dict[str, str] = {}  # the progress bar's recent training return and last eval return
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self.clock.seconds, "metric_sums": {"sums": self.metrics.sums,
-                                                                      "counts": self.metrics.counts}}
+        return {"train_seconds": self.clock.seconds,
+                "metric_sums": {"sums": self.metrics.sums, "counts": self.metrics.counts},
+                "tracked_run_id": None if self.tracker is None else self.tracker.run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A resumed run: charts/SPS counts the steps and seconds before the resume too, and the interval's means
@@ -166,21 +173,23 @@ class Recorder:
     def steps_per_second(self, env_steps: int) -> float:
         return env_steps / max(self.clock.seconds, 1e-9)
 
+    def write_scalars(self, scalars: dict[str, float], env_steps: int) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, env_steps)
+        if self.tracker is not None:
+            self.tracker.log_scalars(scalars, env_steps)
+
     def write_interval(self, env_steps: int) -> None:
         """The means over the interval, one write per tag, and charts/SPS."""
-        for name, value in self.metrics.pop().items():
-            self.writer.add_scalar(tag_of(name), value, env_steps)
-        self.writer.add_scalar("charts/SPS", self.steps_per_second(env_steps), env_steps)
+        scalars = {tag_of(name): value for name, value in self.metrics.pop().items()}
+        self.write_scalars({**scalars, "charts/SPS": self.steps_per_second(env_steps)}, env_steps)
         if self.recent_returns:
             self.postfix["ret"] = f"{np.mean(self.recent_returns):.1f}"
             self.bar.set_postfix(self.postfix, refresh=False)
 
     def write_evaluation(self, env_steps: int, returns: np.ndarray, diagnostics: dict[str, float]) -> None:
         mean, std = float(returns.mean()), float(returns.std())
-        self.writer.add_scalar(EVAL_METRIC, mean, env_steps)
-        self.writer.add_scalar("eval/std_return", std, env_steps)
-        for tag, value in diagnostics.items():
-            self.writer.add_scalar(tag, value, env_steps)
+        self.write_scalars({EVAL_METRIC: mean, "eval/std_return": std, **diagnostics}, env_steps)
         log.info("step %d: eval return %.2f +- %.2f over %d episodes", env_steps, mean, std, len(returns))
         self.postfix["eval"] = f"{mean:.1f}"
         self.bar.set_postfix(self.postfix, refresh=False)
@@ -208,4 +217,6 @@ class Recorder:
             **diagnostics,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.tracker is not None:
+            self.tracker.finish(summary)
         return summary

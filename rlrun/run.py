@@ -37,16 +37,16 @@ RUN_RULES = {
 }
 
 
-def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None,
-              on_evaluation: tuple[Callable[[int, float], None], ...] = ()) -> float:
+def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent in `job_dir`; or, with sweep.seeds_per_trial=N, N agents (seed, seed+1, ...) in its
     subfolders `seed=<s>`, returning the mean of their final eval returns, a steadier objective for a search.
-    `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none."""
+    `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none;
+    `sweep` names the sweep the job belongs to (its runs form one group in a tracker), None for a single run."""
     check_config(OmegaConf.to_container(cfg, resolve=True))
     if cfg.sweep.seeds_per_trial == 1:
-        return train(cfg, job_dir, algo_name, preset, on_evaluation)
+        return train(cfg, job_dir, algo_name, preset, sweep)
     seeds = range(cfg.seed, cfg.seed + cfg.sweep.seeds_per_trial)
-    returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, on_evaluation)
+    returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, sweep)
                for seed in seeds]
     mean = sum(returns) / len(returns)
     print(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
@@ -101,8 +101,7 @@ def build_agent(config: dict[str, Any], observation_space: Any, action_space: An
         return agent_class(observation_space, action_space, context, **values)
 
 
-def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None,
-          on_evaluation: tuple[Callable[[int, float], None], ...] = ()) -> float:
+def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
     return the final evaluation's mean return (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -117,6 +116,7 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None,
         from rlrun.envs import make_vector_env
         from rlrun.optimality import optimality_gap_for
         from rlrun.recording import Recorder
+        from rlrun.tracking import start_tracker
         from rlrun.trainer import Trainer, TrainerSettings
 
     eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
@@ -139,10 +139,13 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None,
                                    eval_epsilon=cfg.eval.epsilon)
         checkpointer = Checkpointer(run_dir, agent, config, keep=cfg.checkpoint.keep,
                                     save_replay=cfg.checkpoint.save_replay)
-        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress)
+        tracker = start_tracker(config["logger"], config, run_dir, sweep,
+                                resume_id=previous["recorder"].get("tracked_run_id") if previous else None,
+                                resume_step=previous["env_steps"] if previous else None)
+        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress, tracker=tracker)
         diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent)
         summary = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
-                          on_evaluation).run(previous)
+                          on_evaluation=evaluation_callbacks(config)).run(previous)
     finally:
         envs.close()
         eval_envs.close()
@@ -151,6 +154,17 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None,
           f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
           f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
     return final["mean_return"]
+
+
+def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float], None], ...]:
+    """What each evaluation is reported to besides the recorder: the Optuna trial the job runs, when its search
+    prunes (rlrun.pruning)."""
+    if not config["sweep"].get("trial"):
+        return ()
+    from rlrun.pruning import evaluation_reporter
+
+    reporter = evaluation_reporter(config)
+    return () if reporter is None else (reporter,)
 
 
 def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
