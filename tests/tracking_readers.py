@@ -41,7 +41,8 @@ def wandb_offline_runs(folder: Path) -> list[dict]:
     """Each offline run under folder/wandb, oldest first: its run record, its history ({tag: value} by _step)
     and its summary."""
     runs = []
-    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"), key=lambda path: path.stat().st_mtime):
+    # offline-run-<start time>-<id>[-<n>]: by name is in start order
+    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"), key=lambda path: path.parent.name):
         run, history, summary = None, {}, {}
         for record in wandb_records(path):
             kind = record.WhichOneof("record_type")
