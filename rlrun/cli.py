@@ -28,7 +28,7 @@ FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-di
                     "--package", "-p", "--shell-completion", "-sc", "--experimental-rerun"}
 INFO_KINDS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
-CHECKED_GROUPS = ("env", "algo", "network", "device", "sweep")
+CHECKED_GROUPS = ("env", "algo", "network", "device", "logger", "sweep")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def usage(command: CommandLine) -> str:
     """Our own --help: Hydra's also lists every Hydra group, which takes over a second."""
     folders = command.config_dirs()
     groups = "\n".join(f"  {group + ':':9}{', '.join(config_names(group, folders))}"
-                       for group in ("algo", "env", "network", "device"))
+                       for group in ("algo", "env", "network", "device", "logger"))
     lines = (importlib.resources.files("rlrun.configs") / "config.yaml").read_text().splitlines()
     first_key = next(i for i, line in enumerate(lines) if re.match(r"[a-z_]+:", line) and line != "defaults:")
     keys = lines[first_key:lines.index("hydra:")]
