@@ -23,8 +23,8 @@ pytestmark = pytest.mark.cluster
 SLURM_CLUSTER = Path(__file__).parent.parent / ".ci" / "slurm-cluster"
 CANNOT_RUN_HERE = 3  # .ci/slurm-cluster's exit code where this machine cannot run the cluster
 
-# One job that a test interrupts between two checkpoints: every step of the paced CartPole takes 5 ms, so the
-# run lasts ~20 s whatever the machine, long past the first checkpoint, and its folder is named by these overrides.
+# One job that a test interrupts between two checkpoints: every step of the paced CartPole sleeps 5 ms, so on any
+# machine the run goes on long past its first checkpoint (a requeued job is killed a few seconds after the request).
 PACED = ("env=gym", "env.id=rlrun_test_envs:PacedCartPole-v0", "seed=0", "total_steps=4000",
          "eval.every=2000", "eval.episodes=2", "checkpoint.every=500")
 # one CPU per job (the example's 2 would let only one job at a time run on a 2-core node), and a small memory ask
