@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_summary, run_rlrun
+from conftest import RLRUN, read_summary, run_rlrun
 from rlrun.cli import CommandLine, usage
 from rlrun.run import garbage_collector_paused
 
@@ -229,10 +228,10 @@ def test_ray_launcher_without_the_extra_says_how_to_install_it(tmp_path):
     assert result.stderr == "rlrun: error: hydra/launcher=ray needs Hydra's Ray launcher: pip install 'rlrun[ray]'\n"
 
 
-@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine is a SLURM node")
 @pytest.mark.parametrize("launcher, multirun", [("slurm", "-m"), ("submitit_slurm", "hydra.mode=MULTIRUN")])
 def test_slurm_launcher_off_a_cluster_is_one_line(tmp_path, launcher, multirun):
-    result = run_rlrun(multirun, "seed=0,1", f"hydra/launcher={launcher}", cwd=tmp_path)
+    off_a_cluster = {"PATH": str(Path(RLRUN).parent)}  # no srun on the PATH, also where this machine is a SLURM node
+    result = run_rlrun(multirun, "seed=0,1", f"hydra/launcher={launcher}", cwd=tmp_path, env=off_a_cluster)
     assert result.returncode == 2
     assert result.stderr.startswith(f"rlrun: error: hydra/launcher={launcher} submits the jobs to SLURM, but this "
                                     "machine has no `srun`") and result.stderr.count("\n") == 1
