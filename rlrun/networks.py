@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -139,6 +140,53 @@ class DuelingQNetwork(MultiHeadMLP):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, advantage = super().forward(x)
         return value + advantage - advantage.mean(-1, keepdim=True)
+
+
+class ActorCritic(nn.Module):
+    """A policy network (the logits or Gaussian means of a PolicyHead) and a value network V(s), from the `network`
+    group's factory: two networks, or one whose hidden layers feed a policy head and a value head (shared_trunk)."""
+
+    def __init__(self, make_net: Callable[..., nn.Module], input_shape: int | tuple[int, ...], action_dim: int,
+                 shared_trunk: bool):
+        super().__init__()
+        self.shared_trunk = shared_trunk
+        if shared_trunk:
+            self.actor_critic = make_net(input_shape, (action_dim, 1))
+        else:
+            self.actor = make_net(input_shape, action_dim)
+            self.critic = make_net(input_shape, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's output and V(s) with shape (batch,), for encoded observations."""
+        if self.shared_trunk:
+            out, value = self.actor_critic(x)
+        else:
+            out, value = self.actor(x), self.critic(x)
+        return out, value.squeeze(-1)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.actor_critic(x)[0] if self.shared_trunk else self.actor(x)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.actor_critic(x)[1] if self.shared_trunk else self.critic(x)).squeeze(-1)
+
+    def initialize_orthogonally(self) -> None:
+        """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
+        first policy) and 1 in the value's, zero biases (Schulman et al.'s baselines, kept by Stable-Baselines3 and
+        CleanRL; Huang et al. 2022, detail 2)."""
+        for layer in weighted_layers(self):
+            nn.init.orthogonal_(layer.weight, math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+        if self.shared_trunk:  # the two heads are the last layers, policy first
+            *_, policy_out, value_out = weighted_layers(self.actor_critic)
+        else:
+            policy_out, value_out = weighted_layers(self.actor)[-1], weighted_layers(self.critic)[-1]
+        nn.init.orthogonal_(policy_out.weight, 0.01)
+        nn.init.orthogonal_(value_out.weight, 1.0)
+
+
+def weighted_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:
+    return [layer for layer in module.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -69,7 +69,7 @@ def test_update_bootstraps_from_the_true_final_observation_and_gives_the_losses(
     assert metrics["value_loss"] == pytest.approx(np.mean(advantages ** 2), rel=1e-5)
     assert metrics["policy_loss"] == pytest.approx(math.log(2) * advantages.mean(), rel=1e-5)
     assert metrics["entropy"] == pytest.approx(math.log(2), rel=1e-5)
-    assert a2c.rollout == [] and a2c.env_steps == 5
+    assert len(a2c.rollout) == 0 and a2c.env_steps == 5
 
 
 def test_updates_every_n_steps_vector_steps():
@@ -84,7 +84,7 @@ def test_gaussian_actions_and_a_shared_trunk():
     torch.manual_seed(0)
     a2c = A2C(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(partial(network, hidden_sizes=[16])),
               shared_trunk=True, log_std_init=-1.0, n_steps=2)
-    assert isinstance(a2c.nets["actor_critic"], MultiHeadMLP)
+    assert isinstance(a2c.nets.actor_critic, MultiHeadMLP)
     obs = np.zeros((4000, 1), np.float32)
     samples = a2c.act(obs)
     mean = a2c.act(obs[:1], explore=False)
