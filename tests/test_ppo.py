@@ -155,12 +155,12 @@ def test_gaussian_actions_learn_their_log_std_and_report_every_metric():
     assert samples.shape == (4000, 2)
     np.testing.assert_allclose(samples.mean(0), ppo.act(obs[:1], explore=False)[0], atol=0.03)
     np.testing.assert_allclose(samples.std(0), math.exp(-1.0), atol=0.03)
-    before = ppo.head.log_std.detach().clone()
+    before = ppo.actor_critic.head.log_std.detach().clone()
     assert ppo.observe(box_rollout_step()) == {}
     metrics = ppo.observe(box_rollout_step())
     assert set(metrics) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance"}
     assert all(math.isfinite(value) for value in metrics.values())
-    assert not torch.equal(before, ppo.head.log_std)
+    assert not torch.equal(before, ppo.actor_critic.head.log_std)
 
 
 def test_state_dict_round_trip_with_an_unfinished_rollout(tmp_path):
@@ -184,7 +184,7 @@ def test_state_dict_round_trip_with_an_unfinished_rollout(tmp_path):
         agent.observe(box_rollout_step())
         results.append(agent.observe(box_rollout_step()))
     assert results[0] == results[1] and set(results[0]) >= {"policy_loss", "approx_kl"}
-    for a, b in zip(source.nets.parameters(), restored.nets.parameters()):
+    for a, b in zip(source.actor_critic.parameters(), restored.actor_critic.parameters()):
         assert torch.equal(a, b)
 
 

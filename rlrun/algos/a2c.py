@@ -36,7 +36,7 @@ from torch import nn
 
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
-from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, PolicyHead, make_optimizer
+from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
@@ -70,19 +70,13 @@ class A2C(Agent):
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
-        self.head = PolicyHead(action_space, log_std_init)
-        self.nets = ActorCritic(context.make_net, self.encode.input_shape, self.head.action_dim, shared_trunk)
-        if orthogonal_init:
-            self.nets.initialize_orthogonally()
-        self.nets.to(self.device)
-        self.head.to(self.device)
-        self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, self.params, lr, optimizer_eps)
+        self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
+                                        log_std_init, orthogonal_init).to(self.device)
+        self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        with torch.inference_mode():
-            return self.head.act(self.nets.policy(self.encode(obs)), explore)
+        return self.actor_critic.act(self.encode(obs), explore)
 
     def observe(self, t: Transition) -> dict[str, float]:
         self.env_steps += len(t.reward)
@@ -97,19 +91,19 @@ class A2C(Agent):
         steps, num_envs = rollout.reward.shape
         batch = steps * num_envs
         obs_shape = rollout.obs.shape[2:]
-        out, values = self.nets(self.encode(rollout.obs.reshape(batch, *obs_shape)))
+        out, values = self.actor_critic(self.encode(rollout.obs.reshape(batch, *obs_shape)))
         with torch.inference_mode():  # V(s'_t) is a constant of the loss: no graph, no policy pass over s'_t
-            next_values = self.nets.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
+            next_values = self.actor_critic.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
         values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
         advantages_np = gae(rollout.reward, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
                             rollout.terminated, rollout.truncated, self.gamma, self.gae_lambda)
         advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
         value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
-        actions = torch.as_tensor(rollout.action.reshape(batch, *self.head.action_shape), device=self.device)
+        actions = torch.as_tensor(rollout.action.reshape(batch, *self.actor_critic.head.action_shape), device=self.device)
 
         if self.normalize_advantages and batch > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        log_prob, entropy = self.head.log_prob_and_entropy(out, actions)
+        log_prob, entropy = self.actor_critic.head.log_prob_and_entropy(out, actions)
         policy_loss = -(log_prob * advantages).mean()
         value_loss = nn.functional.mse_loss(values, value_targets)
         entropy = entropy.mean()
@@ -118,21 +112,16 @@ class A2C(Agent):
             loss = loss - self.entropy_coef * entropy
 
         self.lr_schedule.apply(self.optimizer, self.env_steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
+        gradient_step(self.optimizer, loss, self.max_grad_norm)
         losses = torch.stack([policy_loss, value_loss, entropy]).detach().tolist()  # one host sync
         return dict(zip(("policy_loss", "value_loss", "entropy"), losses))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"nets": self.nets.state_dict(), "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "env_steps": self.env_steps, "rollout": self.rollout.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["nets"])
-        self.head.load_state_dict(state["head"])
+        self.actor_critic.load_state_dict(state["actor_critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
         self.rollout.load_state_dict(state["rollout"])

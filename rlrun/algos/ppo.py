@@ -47,12 +47,11 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
-from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, PolicyHead, make_optimizer
+from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
@@ -126,19 +125,13 @@ class PPO(Agent):
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
-        self.head = PolicyHead(action_space, log_std_init)
-        self.nets = ActorCritic(context.make_net, self.encode.input_shape, self.head.action_dim, shared_trunk)
-        if orthogonal_init:
-            self.nets.initialize_orthogonally()
-        self.nets.to(self.device)
-        self.head.to(self.device)
-        self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, self.params, lr, optimizer_eps)
+        self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
+                                        log_std_init, orthogonal_init).to(self.device)
+        self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        with torch.inference_mode():
-            return self.head.act(self.nets.policy(self.encode(obs)), explore)
+        return self.actor_critic.act(self.encode(obs), explore)
 
     def observe(self, t: Transition) -> dict[str, float]:
         if self.env_steps == 0 and self.rollout.length * len(t.reward) < self.num_minibatches:
@@ -157,11 +150,11 @@ class PPO(Agent):
         batch = steps * num_envs
         obs_shape = rollout.obs.shape[2:]
         x = self.encode(rollout.obs.reshape(batch, *obs_shape))
-        actions = torch.as_tensor(rollout.action.reshape(batch, *self.head.action_shape), device=self.device)
+        actions = torch.as_tensor(rollout.action.reshape(batch, *self.actor_critic.head.action_shape), device=self.device)
         with torch.no_grad():  # pi_old and V_old: constants of every minibatch loss
-            out, old_values = self.nets(x)
-            old_log_prob, _ = self.head.log_prob_and_entropy(out, actions)
-            next_values = self.nets.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
+            out, old_values = self.actor_critic(x)
+            old_log_prob, _ = self.actor_critic.head.log_prob_and_entropy(out, actions)
+            next_values = self.actor_critic.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
         old_values_np = old_values.cpu().numpy().reshape(steps, num_envs)
         advantages_np = gae(rollout.reward, old_values_np, next_values.cpu().numpy().reshape(steps, num_envs),
                             rollout.terminated, rollout.truncated, self.gamma, self.gae_lambda)
@@ -189,8 +182,8 @@ class PPO(Agent):
     def minibatch_losses(self, x: torch.Tensor, actions: torch.Tensor, old_log_prob: torch.Tensor,
                          old_values: torch.Tensor, advantages: torch.Tensor,
                          targets: torch.Tensor) -> MinibatchLosses:
-        out, values = self.nets(x)
-        log_prob, entropy = self.head.log_prob_and_entropy(out, actions)
+        out, values = self.actor_critic(x)
+        log_prob, entropy = self.actor_critic.head.log_prob_and_entropy(out, actions)
         log_ratio = log_prob - old_log_prob
         ratio = log_ratio.exp()
         if self.normalize_advantages and len(advantages) > 1:
@@ -207,19 +200,14 @@ class PPO(Agent):
         loss = losses.policy_loss + self.value_coef * losses.value_loss
         if self.entropy_coef:  # otherwise no backward pass through the entropy
             loss = loss - self.entropy_coef * losses.entropy
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
+        gradient_step(self.optimizer, loss, self.max_grad_norm)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"nets": self.nets.state_dict(), "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "env_steps": self.env_steps, "rollout": self.rollout.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["nets"])
-        self.head.load_state_dict(state["head"])
+        self.actor_critic.load_state_dict(state["actor_critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
         self.rollout.load_state_dict(state["rollout"])
