@@ -32,7 +32,7 @@ linearly to 0 over the run with lr_schedule=linear (set once per update). (Clean
     clip_fraction = mean_t [|rho_t - 1| > eps]
 
 With target_kl set, the update stops at the first minibatch whose approx_kl (before its step) exceeds it.
-Logged per update: the means over its minibatches of policy_loss, value_loss, entropy, approx_kl and
+Logged per update: the means over the minibatches it scored of policy_loss, value_loss, entropy, approx_kl and
 clip_fraction, and explained_variance = 1 - Var(G - V_old) / Var(G) of the critic on the rollout.
 
 Discrete actions follow a categorical policy, Box actions a Gaussian with a learned state-independent log-std
