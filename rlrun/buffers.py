@@ -1,4 +1,5 @@
-"""Replay memory: preallocated ring buffers of named numpy fields (mechanics only; the math is in the algorithms)."""
+"""Replay memory: preallocated ring buffers of named numpy fields; the rollout of on-policy algorithms (mechanics
+only; the math is in the algorithms)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlrun.core import ReplayMemory
+from rlrun.core import ReplayMemory, Transition
 from rlrun.errors import ConfigError
+
+
+class Rollout:
+    """The vector steps an on-policy algorithm has taken since its last update, `length` of them when it is full.
+    Its state goes into the algorithm's state_dict (it outlives sync points), so that a resumed run updates on
+    exactly the same steps."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.steps: list[Transition] = []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def append(self, step: Transition) -> bool:
+        """Add a vector step; True when the rollout is then full."""
+        self.steps.append(step)
+        return len(self.steps) >= self.length
+
+    def clear(self) -> None:
+        self.steps = []
+
+    def stacked(self) -> Transition:
+        """The steps as one Transition whose fields have the leading dimensions (steps, num_envs)."""
+        return Transition(**{name: np.stack([getattr(step, name) for step in self.steps])
+                             for name in Transition.__dataclass_fields__})
+
+    def state_dict(self) -> list[dict[str, torch.Tensor]]:
+        return [{name: torch.from_numpy(np.asarray(value)) for name, value in vars(step).items()} for step in self.steps]
+
+    def load_state_dict(self, state: list[dict[str, torch.Tensor]]) -> None:
+        self.steps = [Transition(**{name: value.numpy() for name, value in step.items()}) for step in state]
 
 
 class ReplayBuffer(ReplayMemory):

@@ -16,6 +16,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from rlrun.errors import ConfigError
 
 VECTORIZATIONS = {"sync": gym.vector.SyncVectorEnv, "async": gym.vector.AsyncVectorEnv}
+EXTRAS = {"Box2D": "box2d"}  # modules gymnasium's envs need -> the rlrun extra that installs them
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, kwargs: dict[str, Any] | None = None,
@@ -103,6 +104,10 @@ def make_base_env(env_id: str, max_episode_steps: int | None, kwargs: dict[str, 
         raise ConfigError(f"env.id={env_id!r}: cannot import module {module!r} ({error.name} is not installed?); "
                           "install the package that registers this environment") from error
     except gym.error.Error as error:
+        missing = getattr(error.__cause__, "name", None)  # DependencyNotInstalled comes from a ModuleNotFoundError
+        if isinstance(error, gym.error.DependencyNotInstalled) and missing in EXTRAS:
+            raise ConfigError(f"env.id={env_id!r} needs {missing}, which is not installed: install the "
+                              f"{EXTRAS[missing]} extra: pip install 'rlrun[{EXTRAS[missing]}]'") from error
         raise ConfigError(f"env.id={env_id!r}: {str(error).strip().splitlines()[0]}") from error
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -30,6 +31,16 @@ OPTIMIZERS = {"adam": partial(torch.optim.Adam, fused=True), "rmsprop": partial(
 def make_optimizer(name: str, params: Iterable[Any], lr: float, eps: float, **options: Any) -> torch.optim.Optimizer:
     """The optimizer `name` (a key of OPTIMIZERS) over `params`; `options` are the optimizer's own keywords."""
     return OPTIMIZERS[name](params, lr=lr, eps=eps, **options)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+    """One optimizer step on `loss`, the global norm of the gradient of all the optimizer's parameters clipped to
+    max_grad_norm (None: not clipped)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_grad_norm)
+    optimizer.step()
 
 
 def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh") -> nn.Sequential:
@@ -216,3 +227,59 @@ class PolicyHead(nn.Module):
         else:
             action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
         return action.cpu().numpy().reshape((len(out), *self.action_shape))
+
+
+class ActorCritic(nn.Module):
+    """A stochastic policy pi(a|s), a PolicyHead on a policy network's output, and a value network V(s), built by the
+    `network` group's factory: two networks, or one whose hidden layers feed a policy head and a value head
+    (shared_trunk). Its parameters include the head's log-std (learned for Box actions only)."""
+
+    def __init__(self, make_net: Callable[..., nn.Module], input_shape: int | tuple[int, ...], action_space: gym.Space,
+                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True):
+        super().__init__()
+        self.head = PolicyHead(action_space, log_std_init)
+        self.shared_trunk = shared_trunk
+        if shared_trunk:
+            self.shared = make_net(input_shape, (self.head.action_dim, 1))
+        else:
+            self.actor = make_net(input_shape, self.head.action_dim)
+            self.critic = make_net(input_shape, 1)
+        if orthogonal_init:
+            self.initialize_orthogonally()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy network's output (logits or Gaussian means) and V(s) with shape (batch,), for encoded
+        observations."""
+        if self.shared_trunk:
+            out, value = self.shared(x)
+        else:
+            out, value = self.actor(x), self.critic(x)
+        return out, value.squeeze(-1)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(x)[0] if self.shared_trunk else self.actor(x)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.shared(x)[1] if self.shared_trunk else self.critic(x)).squeeze(-1)
+
+    def act(self, x: torch.Tensor, explore: bool) -> np.ndarray:
+        with torch.inference_mode():
+            return self.head.act(self.policy(x), explore)
+
+    def initialize_orthogonally(self) -> None:
+        """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
+        first policy) and 1 in the value's, zero biases (Schulman et al.'s baselines, kept by Stable-Baselines3 and
+        CleanRL; Huang et al. 2022, detail 2)."""
+        for layer in weighted_layers(self):
+            nn.init.orthogonal_(layer.weight, math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+        if self.shared_trunk:  # the two heads are the last layers, policy first
+            *_, policy_out, value_out = weighted_layers(self.shared)
+        else:
+            policy_out, value_out = weighted_layers(self.actor)[-1], weighted_layers(self.critic)[-1]
+        nn.init.orthogonal_(policy_out.weight, 0.01)
+        nn.init.orthogonal_(value_out.weight, 1.0)
+
+
+def weighted_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:
+    return [layer for layer in module.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))]

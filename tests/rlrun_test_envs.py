@@ -66,6 +66,23 @@ class DictObservations(gym.Env):
 gym.register("RlrunTest/DictObservations-v0", entry_point=DictObservations)
 
 
+class TupleActions(gym.Env):
+    """An env whose Tuple actions no rlrun algorithm takes."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, True, False, {}
+
+
+gym.register("RlrunTest/TupleActions-v0", entry_point=TupleActions)
+
+
 class PixelGrid(gym.Env):
     """A `size` x `size` gridworld seen only as pixels: one uint8 channel, `cell` x `cell` pixels per cell (42 x 42
     by default, enough for the Nature DQN convolutions), the agent drawn at 255 and the goal (the bottom-right

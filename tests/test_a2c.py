@@ -69,7 +69,7 @@ def test_update_bootstraps_from_the_true_final_observation_and_gives_the_losses(
     assert metrics["value_loss"] == pytest.approx(np.mean(advantages ** 2), rel=1e-5)
     assert metrics["policy_loss"] == pytest.approx(math.log(2) * advantages.mean(), rel=1e-5)
     assert metrics["entropy"] == pytest.approx(math.log(2), rel=1e-5)
-    assert a2c.rollout == [] and a2c.env_steps == 5
+    assert len(a2c.rollout) == 0 and a2c.env_steps == 5
 
 
 def test_updates_every_n_steps_vector_steps():
@@ -84,7 +84,7 @@ def test_gaussian_actions_and_a_shared_trunk():
     torch.manual_seed(0)
     a2c = A2C(OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(partial(network, hidden_sizes=[16])),
               shared_trunk=True, log_std_init=-1.0, n_steps=2)
-    assert isinstance(a2c.nets["actor_critic"], MultiHeadMLP)
+    assert isinstance(a2c.actor_critic.shared, MultiHeadMLP)
     obs = np.zeros((4000, 1), np.float32)
     samples = a2c.act(obs)
     mean = a2c.act(obs[:1], explore=False)
@@ -93,21 +93,21 @@ def test_gaussian_actions_and_a_shared_trunk():
     np.testing.assert_allclose(samples.std(0), math.exp(-1.0), atol=0.03)
     step = Transition(obs[:3], samples[:3], np.ones(3), obs[:3], np.zeros(3, bool), np.zeros(3, bool))
     a2c.observe(step)
-    before = a2c.head.log_std.detach().clone()
+    before = a2c.actor_critic.head.log_std.detach().clone()
     assert set(a2c.observe(step)) == {"policy_loss", "value_loss", "entropy"}
-    assert not torch.equal(before, a2c.head.log_std)  # the log-std is learned
+    assert not torch.equal(before, a2c.actor_critic.head.log_std)  # the log-std is learned
 
 
 def test_state_dict_round_trip(tmp_path):
     make = partial(A2C, OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(network))
     source = make()
-    source.head.log_std.data.fill_(-0.3)
+    source.actor_critic.head.log_std.data.fill_(-0.3)
     checkpoint.save(tmp_path / "a2c.pt", {"agent": source.state_dict()})
     restored = make()
     restored.load_state_dict(checkpoint.load(tmp_path / "a2c.pt")["agent"])
     obs = np.linspace(-1, 1, 7, dtype=np.float32)[:, None]
     np.testing.assert_array_equal(restored.act(obs, explore=False), source.act(obs, explore=False))
-    assert torch.equal(restored.head.log_std, source.head.log_std)
+    assert torch.equal(restored.actor_critic.head.log_std, source.actor_critic.head.log_std)
 
 
 # Observation normalization (env.normalize_observations, used by the A2C presets)

@@ -179,7 +179,7 @@ def test_the_atari_config_composes_with_every_algo(algo):
     config = OmegaConf.to_container(cfg, resolve=True)
     check_config(config)
     assert cfg.env.id == "ALE/Breakout-v5" and OmegaConf.to_container(cfg.env.atari) == ATARI
-    if algo not in ("dqn", "a2c", "reinforce"):
+    if algo not in ("dqn", "a2c", "ppo", "reinforce"):
         return  # they do not take image observations or Discrete actions (the CLI says so)
     envs = make_vector_env(cfg.env, num_envs=1, vectorization="sync")
     agent = build_agent(config, envs.single_observation_space, envs.single_action_space)

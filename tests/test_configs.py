@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
 from rlrun.checks import packaged_configs
 from rlrun.envs import make_env
+from rlrun.errors import ConfigError
 from rlrun.returns import replay_ratio_warning
 from rlrun.run import build_agent, check_config, hyperparameters
 
@@ -66,6 +68,15 @@ def test_train_every_overridden_alone_on_a_preset_that_trains_in_rounds_is_warne
 def test_generic_gym_env_takes_any_id():
     cfg = composed("env=gym", "env.id=LunarLander-v3")
     assert cfg.env.id == "LunarLander-v3" and cfg.env.num_envs == 1
+
+
+def test_a_box2d_env_without_box2d_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "Box2D", None)
+    for module in [name for name in sys.modules if name.startswith("gymnasium.envs.box2d")]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ConfigError, match=r"^env.id='LunarLander-v3' needs Box2D, which is not installed: install the "
+                                          r"box2d extra: pip install 'rlrun\[box2d\]'$"):
+        make_env("LunarLander-v3")
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])

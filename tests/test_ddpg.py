@@ -219,7 +219,7 @@ def test_discrete_actions_are_refused_with_the_algorithms_that_handle_them(tmp_p
     result = run_rlrun("algo=ddpg", "env=CartPole-v1", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == ("rlrun: error: algo=ddpg cannot act in CartPole-v1: it does not support "
-                                     "Discrete actions; algorithms that handle them: a2c, dqn, qlearning, reinforce, sarsa")
+                                     "Discrete actions; algorithms that handle them: a2c, dqn, ppo, qlearning, reinforce, sarsa")
 
 
 def test_ddpg_learns_pendulum(tmp_path):

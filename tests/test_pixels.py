@@ -23,10 +23,11 @@ def test_dqn_with_a_cnn_learns_the_gridworld_from_pixels(tmp_path):
     assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= 0.85
 
 
-@pytest.mark.parametrize("algo", ["a2c", "reinforce", "dqn"])
+@pytest.mark.parametrize("algo", ["a2c", "ppo", "reinforce", "dqn"])
 def test_network_auto_trains_the_nature_cnn_and_resumes(tmp_path, algo):
     args = (f"algo={algo}", *PIXEL_GRID, "eval.every=300", "eval.episodes=2", "checkpoint.every=300",
-            *(["algo.learning_starts=100"] if algo == "dqn" else []))
+            *(["algo.learning_starts=100"] if algo == "dqn" else []),
+            *(["algo.n_steps=50", "algo.num_minibatches=2"] if algo == "ppo" else []))
     first = run_rlrun(*args, "total_steps=300", "hydra.run.dir=run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     resumed = run_rlrun("resume=run", "total_steps=600", cwd=tmp_path)

@@ -24,6 +24,8 @@ RUNS = {
     "dqn": ["env=CartPole-v1", "total_steps=4000", "checkpoint.every=1000", "eval.every=1000",
             "algo.learning_starts=500"],
     "a2c": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
+    # the preset's rollouts are 32 x 8 = 256 env steps: the checkpoints fall inside one
+    "ppo": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
     "ddpg": ["env=Pendulum-v1", "total_steps=1600", "checkpoint.every=400", "eval.every=400",
              "algo.learning_starts=200"],
 }

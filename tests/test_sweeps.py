@@ -234,6 +234,8 @@ def test_shipped_searches_name_real_hyperparameters_and_their_ranges_are_valid(p
             check_config(config)
             # affordable trials: at most one gradient step per env step, whatever a tuned preset sets
             assert cfg.algo.get("gradient_steps", 1) <= cfg.algo.get("train_every", 1)
+            assert (cfg.algo.get("update_epochs", 1) * cfg.algo.get("num_minibatches", 1)
+                    <= cfg.algo.get("n_steps", 1) * cfg.env.num_envs)  # on-policy: steps per rollout
             env = gym.make(cfg.env.id)
             build_agent(config, env.observation_space, env.action_space)
 

@@ -27,7 +27,6 @@ categorical policy, Box actions a Gaussian with a learned state-independent log-
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -35,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
-from rlrun.networks import OPTIMIZERS, ObservationEncoder, PolicyHead, make_optimizer
+from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
@@ -62,7 +62,6 @@ class A2C(Agent):
         self.device = context.device
         self.gamma = gamma
         self.gae_lambda = gae_lambda
-        self.n_steps = n_steps
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
@@ -71,82 +70,40 @@ class A2C(Agent):
         self.env_steps = 0
 
         self.encode = ObservationEncoder(observation_space, self.device)
-        self.head = PolicyHead(action_space, log_std_init)
-        action_dim = self.head.action_dim
-        self.shared_trunk = shared_trunk
-        if shared_trunk:
-            self.nets = nn.ModuleDict({"actor_critic": context.make_net(self.encode.input_shape, (action_dim, 1))})
-        else:
-            self.nets = nn.ModuleDict({"actor": context.make_net(self.encode.input_shape, action_dim),
-                                       "critic": context.make_net(self.encode.input_shape, 1)})
-        if orthogonal_init:
-            self.initialize_orthogonally()
-        self.nets.to(self.device)
-        self.head.to(self.device)
-        self.params = list(self.nets.parameters()) + [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, self.params, lr, optimizer_eps)
-        self.rollout: list[Transition] = []
-
-    def initialize_orthogonally(self) -> None:
-        """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
-        first policy) and 1 in the value's, zero biases (Schulman et al.'s baselines, kept by Stable-Baselines3)."""
-        layers = {name: layer for name, layer in self.nets.named_modules() if isinstance(layer, (nn.Linear, nn.Conv2d))}
-        for layer in layers.values():
-            nn.init.orthogonal_(layer.weight, math.sqrt(2))
-            nn.init.zeros_(layer.bias)
-        if self.shared_trunk:  # the two heads are the last layers, policy first
-            *_, policy_out, value_out = layers.values()
-        else:
-            policy_out = [layer for name, layer in layers.items() if name.startswith("actor.")][-1]
-            value_out = [layer for name, layer in layers.items() if name.startswith("critic.")][-1]
-        nn.init.orthogonal_(policy_out.weight, 0.01)
-        nn.init.orthogonal_(value_out.weight, 1.0)
-
-    def policy_and_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy's logits (or Gaussian means) and V(s) with shape (batch,), for encoded observations."""
-        if self.shared_trunk:
-            out, value = self.nets["actor_critic"](x)
-        else:
-            out, value = self.nets["actor"](x), self.nets["critic"](x)
-        return out, value.squeeze(-1)
-
-    def policy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nets["actor_critic"](x)[0] if self.shared_trunk else self.nets["actor"](x)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.nets["actor_critic"](x)[1] if self.shared_trunk else self.nets["critic"](x)).squeeze(-1)
+        self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
+                                        log_std_init, orthogonal_init).to(self.device)
+        self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
+        self.rollout = Rollout(n_steps)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        with torch.inference_mode():
-            return self.head.act(self.policy(self.encode(obs)), explore)
+        return self.actor_critic.act(self.encode(obs), explore)
 
     def observe(self, t: Transition) -> dict[str, float]:
-        self.rollout.append(t)
         self.env_steps += len(t.reward)
-        if len(self.rollout) < self.n_steps:
+        if not self.rollout.append(t):
             return {}
         metrics = self.update()
-        self.rollout = []
+        self.rollout.clear()
         return metrics
 
     def update(self) -> dict[str, float]:
-        steps, num_envs = len(self.rollout), len(self.rollout[0].reward)
-        obs, actions, rewards, next_obs, terminated, truncated = (np.stack(field) for field in zip(*(
-            (t.obs, t.action, t.reward, t.next_obs, t.terminated, t.truncated) for t in self.rollout)))
+        rollout = self.rollout.stacked()
+        steps, num_envs = rollout.reward.shape
         batch = steps * num_envs
-        out, values = self.policy_and_value(self.encode(obs.reshape(batch, *obs.shape[2:])))
+        obs_shape = rollout.obs.shape[2:]
+        out, values = self.actor_critic(self.encode(rollout.obs.reshape(batch, *obs_shape)))
         with torch.inference_mode():  # V(s'_t) is a constant of the loss: no graph, no policy pass over s'_t
-            next_values = self.value(self.encode(next_obs.reshape(batch, *obs.shape[2:])))
+            next_values = self.actor_critic.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
         values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
-        advantages_np = gae(rewards, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
-                            terminated, truncated, self.gamma, self.gae_lambda)
+        advantages_np = gae(rollout.reward, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
+                            rollout.terminated, rollout.truncated, self.gamma, self.gae_lambda)
         advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
         value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
-        actions = torch.as_tensor(actions.reshape(batch, *self.head.action_shape), device=self.device)
+        actions = torch.as_tensor(rollout.action.reshape(batch, *self.actor_critic.head.action_shape), device=self.device)
 
         if self.normalize_advantages and batch > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        log_prob, entropy = self.head.log_prob_and_entropy(out, actions)
+        log_prob, entropy = self.actor_critic.head.log_prob_and_entropy(out, actions)
         policy_loss = -(log_prob * advantages).mean()
         value_loss = nn.functional.mse_loss(values, value_targets)
         entropy = entropy.mean()
@@ -155,24 +112,16 @@ class A2C(Agent):
             loss = loss - self.entropy_coef * entropy
 
         self.lr_schedule.apply(self.optimizer, self.env_steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
+        gradient_step(self.optimizer, loss, self.max_grad_norm)
         losses = torch.stack([policy_loss, value_loss, entropy]).detach().tolist()  # one host sync
         return dict(zip(("policy_loss", "value_loss", "entropy"), losses))
 
     def state_dict(self) -> dict[str, Any]:
-        # the unfinished rollout too, so that a resumed run updates on exactly the same steps
-        rollout = [{name: torch.from_numpy(np.asarray(value)) for name, value in vars(t).items()} for t in self.rollout]
-        return {"nets": self.nets.state_dict(), "head": self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "env_steps": self.env_steps, "rollout": rollout}
+        return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "env_steps": self.env_steps, "rollout": self.rollout.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["nets"])
-        self.head.load_state_dict(state["head"])
+        self.actor_critic.load_state_dict(state["actor_critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
-        self.rollout = [Transition(**{name: value.numpy() for name, value in step.items()})
-                        for step in state["rollout"]]
+        self.rollout.load_state_dict(state["rollout"])
