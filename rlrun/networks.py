@@ -247,6 +247,13 @@ def finite_bounds(algo_name: str, action_space: gym.spaces.Box) -> tuple[np.ndar
     return low, high
 
 
+def target_copy(target: nn.Module, source: nn.Module) -> nn.Module:
+    """`target`, a module built like `source` (on its device), made a copy of it that takes no gradient: a target
+    network, moved toward `source` by rlrun.returns.polyak_update."""
+    target.to(next(source.parameters()).device).requires_grad_(False).load_state_dict(source.state_dict())
+    return target
+
+
 class BoundedActor(nn.Module):
     """mu(s) = c + h tanh(f(s)), with c = (high + low) / 2 and h = (high - low) / 2 per action dimension:
     deterministic actions inside the Box bounds, asymmetric ones too."""

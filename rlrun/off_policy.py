@@ -15,18 +15,20 @@ their own files.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from rlrun.buffers import ReplayBuffer
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
 from rlrun.exploration import NOISE_TYPES, ActionNoise
-from rlrun.networks import BoundedActor, ObservationEncoder, finite_bounds
+from rlrun.networks import BoundedActor, ObservationEncoder, finite_bounds, target_copy
 from rlrun.returns import intervals_passed, replay_ratio_warning
 from rlrun.validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
 
@@ -128,28 +130,40 @@ class OffPolicyActorCritic(Agent):
 
 
 class DeterministicActorCritic(OffPolicyActorCritic):
-    """The deterministic actor of DDPG and TD3, mu(s) = c + h tanh(f(s)) (rlrun.networks.BoundedActor), its target
-    network and Adam optimizer, and its exploration: mu(s) + h eps clipped to the bounds, with eps Gaussian or
-    Ornstein-Uhlenbeck noise of scale `exploration_noise` (rlrun.exploration.ActionNoise, in units of h)."""
+    """The networks of DDPG and TD3 and their exploration: the deterministic actor mu(s) = c + h tanh(f(s))
+    (rlrun.networks.BoundedActor), the algorithm's critic (`make_critic`), a target network of each, and an Adam
+    optimizer of each; actions mu(s) + h eps clipped to the bounds, with eps Gaussian or Ornstein-Uhlenbeck noise
+    of scale `exploration_noise` (rlrun.exploration.ActionNoise, in units of h)."""
 
     shared_rules: ClassVar = {
         **OffPolicyActorCritic.shared_rules, "actor_lr": POSITIVE, "critic_lr": POSITIVE,
         "noise_type": one_of(NOISE_TYPES), "exploration_noise": NON_NEGATIVE, "ou_theta": NON_NEGATIVE,
         "ou_dt": NON_NEGATIVE}
+    checkpointed = ("actor", "critic", "actor_target", "critic_target", "actor_optimizer", "critic_optimizer",
+                    "noise")
 
     def __init__(self, algo_name: str, observation_space: gym.Space, action_space: gym.spaces.Box,
-                 context: RunContext, gamma: float, actor_lr: float, buffer_size: int, batch_size: int,
-                 learning_starts: int, train_every: int, gradient_steps: int, tau: float, noise_type: str,
-                 exploration_noise: float, ou_theta: float, ou_dt: float):
+                 context: RunContext, gamma: float, actor_lr: float, critic_lr: float, buffer_size: int,
+                 batch_size: int, learning_starts: int, train_every: int, gradient_steps: int, tau: float,
+                 noise_type: str, exploration_noise: float, ou_theta: float, ou_dt: float):
         super().__init__(algo_name, observation_space, action_space, context, gamma, buffer_size, batch_size,
                          learning_starts, train_every, gradient_steps, tau)
         make_net = context.make_net
         self.actor = BoundedActor(make_net(self.obs_dim, self.action_dim), self.low, self.high).to(self.device)
-        self.actor_target = BoundedActor(make_net(self.obs_dim, self.action_dim), self.low, self.high).to(self.device)
-        self.actor_target.requires_grad_(False).load_state_dict(self.actor.state_dict())
+        self.critic = self.make_critic(make_net).to(self.device)
+        self.actor_target = target_copy(BoundedActor(make_net(self.obs_dim, self.action_dim), self.low, self.high),
+                                        self.actor)
+        self.critic_target = target_copy(self.make_critic(make_net), self.critic)
+        self.online_params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
         # fused: one kernel per optimizer step instead of a dozen per parameter tensor
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
         self.noise = ActionNoise(noise_type, exploration_noise, ou_theta, ou_dt, self.device)
+
+    @abstractmethod
+    def make_critic(self, make_net: Callable[..., nn.Module]) -> nn.Module:
+        """The critic, built from the network factory (called twice: the critic and its target)."""
 
     def policy_action(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
         """mu(s), plus h eps when exploring, clipped to the bounds."""

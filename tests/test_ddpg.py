@@ -187,13 +187,6 @@ def test_state_dict_round_trip(tmp_path):
             assert torch.equal(a, b)
 
 
-def test_discrete_actions_are_refused_with_the_algorithms_that_handle_them(tmp_path):
-    result = run_rlrun("algo=ddpg", "env=CartPole-v1", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("rlrun: error: algo=ddpg cannot act in CartPole-v1: it does not support "
-                                     "Discrete actions; algorithms that handle them: a2c, dqn, qlearning, reinforce, sarsa")
-
-
 def test_ddpg_learns_pendulum(tmp_path):
     """The tuned preset, cut to 5k env steps (1k of them random): the swing-up is learned (random play: about -1200)."""
     result = run_rlrun("algo=ddpg", "env=Pendulum-v1", "total_steps=5000", "eval.every=5000", "seed=0",

@@ -27,7 +27,7 @@ def agent(make_net=linear_actor_critic, **kwargs) -> TD3:
     td3 = TD3(OBS_SPACE, ACTION_SPACE, context(make_net), **settings)
     if make_net is linear_actor_critic:
         with torch.no_grad():
-            td3.critics_target.q2.net.weight.copy_(torch.tensor([[1.0, 1.0]]))
+            td3.critic_target.q2.net.weight.copy_(torch.tensor([[1.0, 1.0]]))
     return td3
 
 
@@ -35,7 +35,7 @@ def test_target_without_smoothing_takes_the_smaller_target_critic_and_stops_at_t
     td3 = agent(target_noise=0.0)
     with torch.no_grad():  # the online nets move away; the target nets keep their weights
         td3.actor.net.weight.fill_(-3.0)
-        td3.critics.q1.net.bias.fill_(100.0)
+        td3.critic.q1.net.bias.fill_(100.0)
     y = td3.td_target(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.0, 0.0, 1.0]), torch.tensor([[2.0], [-2.0], [2.0]]))
     # s' = 2: mu'(2) = 1 + 2 tanh(1) = 2.523188; Q_1' = 2 + 2 * 2.523188 + 0.5 = 7.546377, Q_2' = 2 + 2.523188 + 0.5
     # = 5.023188: y = 1 + 0.5 * 5.023188 = 3.511594
@@ -50,7 +50,7 @@ def test_target_smoothing_noise_stays_inside_its_clip():
     torch.manual_seed(0)
     td3 = agent(target_noise=0.2, target_noise_clip=0.5)
     with torch.no_grad():
-        td3.critics_target.q2.net.weight.copy_(torch.tensor([[1.0, 2.0]]))  # Q_1' = Q_2' = s + 2 a + 0.5
+        td3.critic_target.q2.net.weight.copy_(torch.tensor([[1.0, 2.0]]))  # Q_1' = Q_2' = s + 2 a + 0.5
     zeros = torch.zeros(20000)
     y = td3.td_target(zeros, zeros, torch.zeros((20000, 1)))
     # mu'(0) = 1 (inside the bounds -1, 3); a' = 1 + 2 clip(N(0, 0.2^2), -0.5, 0.5) in [0, 2]; y = 0.5 (2 a' + 0.5)
@@ -75,19 +75,19 @@ def test_target_smoothing_is_clipped_to_the_action_bounds():
 def test_actor_loss_climbs_the_first_critic_and_reaches_the_actor_only():
     td3 = agent()
     with torch.no_grad():
-        td3.critics.q2.net.bias.fill_(-100.0)  # the actor loss does not look at Q_2
+        td3.critic.q2.net.bias.fill_(-100.0)  # the actor loss does not look at Q_2
     loss = td3.actor_loss(torch.tensor([[0.0], [1.0]]))
     # mu(0) = 1, mu(1) = 1.924234; Q_1 = s + 2 mu + 0.5 = 2.5, 5.348469; loss = -mean = -3.924234
     assert loss.item() == pytest.approx(-3.924234, abs=1e-5)
     loss.backward()
     assert td3.actor.net.weight.grad.item() == pytest.approx(-2 * (1 - math.tanh(0.5) ** 2), abs=1e-5)
-    assert all(param.grad is None and param.requires_grad for param in td3.critics.parameters())
+    assert all(param.grad is None and param.requires_grad for param in td3.critic.parameters())
 
 
 def test_critic_loss_is_the_sum_of_both_critics_squared_errors():
     td3 = agent(target_noise=0.0, policy_delay=2)
     with torch.no_grad():
-        td3.critics.q2.net.bias.fill_(1.5)  # Q_2(0, 2) = 5.5
+        td3.critic.q2.net.bias.fill_(1.5)  # Q_2(0, 2) = 5.5
     metrics = td3.observe(transition([0.0], [2.0], [1.0], [2.0]))
     # y = 3.511594 (first test); Q_1(0, 2) = 4.5, Q_2(0, 2) = 5.5: (4.5 - y)^2 + (5.5 - y)^2 = 0.977946 + 3.953758
     assert metrics["critic_loss"] == pytest.approx((4.5 - 3.511594) ** 2 + (5.5 - 3.511594) ** 2, abs=1e-4)
@@ -122,18 +122,10 @@ def test_state_dict_round_trip(tmp_path):
     assert np.array_equal(restored.act(obs, explore=False), td3.act(obs, explore=False))
     assert torch.equal(restored.noise.state, td3.noise.state)
     assert restored.updates == td3.updates == 3
-    for name in ("critics", "critics_target", "actor_target"):
+    for name in ("critic", "critic_target", "actor_target"):
         for a, b in zip(getattr(restored, name).parameters(), getattr(td3, name).parameters()):
             assert torch.equal(a, b)
     assert restored.actor_optimizer.state_dict()["state"][0]["step"] == 1
-
-
-def test_discrete_actions_are_refused_with_the_algorithms_that_handle_them(tmp_path):
-    result = run_rlrun("algo=td3", "env=CartPole-v1", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("rlrun: error: algo=td3 cannot act in CartPole-v1: it does not support "
-                                    "Discrete actions; algorithms that handle them: a2c, dqn")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_td3_learns_pendulum(tmp_path):

@@ -28,6 +28,8 @@ passed (rlrun.off_policy). TD3 (algo=td3) adds twin critics, delayed actor updat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import torch
 from torch import nn
@@ -40,24 +42,18 @@ from rlrun.returns import polyak_update
 
 class DDPG(DeterministicActorCritic):
     hyperparameter_rules = DeterministicActorCritic.shared_rules
-    checkpointed = ("actor", "critic", "actor_target", "critic_target", "actor_optimizer", "critic_optimizer",
-                    "noise")
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, context: RunContext,
                  gamma: float = 0.99, actor_lr: float = 1e-3, critic_lr: float = 1e-3, buffer_size: int = 1_000_000,
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
                  ou_theta: float = 0.15, ou_dt: float = 0.01):
-        super().__init__("ddpg", observation_space, action_space, context, gamma, actor_lr, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise, ou_theta,
-                         ou_dt)
-        self.critic = Critic(context.make_net(self.obs_dim + self.action_dim, 1)).to(self.device)
-        self.critic_target = Critic(context.make_net(self.obs_dim + self.action_dim, 1)).to(self.device)
-        self.critic_target.requires_grad_(False).load_state_dict(self.critic.state_dict())
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
-        self.online_params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        super().__init__("ddpg", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
+                         batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
+                         ou_theta, ou_dt)
 
+    def make_critic(self, make_net: Callable[..., nn.Module]) -> Critic:
+        return Critic(make_net(self.obs_dim + self.action_dim, 1))
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - terminated) Q'(s', mu'(s'))."""
         with torch.no_grad():

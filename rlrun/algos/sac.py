@@ -41,7 +41,7 @@ from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
 from rlrun.core import RunContext
-from rlrun.networks import BoundedActor, TwinCritic, frozen, gradient_step
+from rlrun.networks import BoundedActor, TwinCritic, frozen, gradient_step, target_copy
 from rlrun.off_policy import Minibatch, OffPolicyActorCritic
 from rlrun.returns import polyak_update
 from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, optional
@@ -98,14 +98,13 @@ class SAC(OffPolicyActorCritic):
         make_net = context.make_net
         self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
                                             self.low, self.high).to(self.device)
-        self.critics = TwinCritic(make_net, self.obs_dim, self.action_dim).to(self.device)
-        self.critics_target = TwinCritic(make_net, self.obs_dim, self.action_dim).to(self.device)
-        self.critics_target.requires_grad_(False).load_state_dict(self.critics.state_dict())
+        self.critic = TwinCritic(make_net, self.obs_dim, self.action_dim).to(self.device)
+        self.critic_target = target_copy(TwinCritic(make_net, self.obs_dim, self.action_dim), self.critic)
         self.temperature = Temperature(alpha, learned=autotune).to(self.device)
         self.target_entropy = -float(self.action_dim) if target_entropy is None else float(target_entropy)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=critic_lr, fused=True)
-        self.checkpointed = ("actor", "critics", "critics_target", "actor_optimizer", "critic_optimizer",
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
+        self.checkpointed = ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer",
                              "temperature")
         self.alpha_optimizer = None
         if autotune:
@@ -121,15 +120,15 @@ class SAC(OffPolicyActorCritic):
         """y = r + gamma (1 - terminated) (min_i Q_i'(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s')."""
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(next_obs)
-            soft_value = self.critics_target.min(next_obs, next_action) - alpha * next_log_prob
+            soft_value = self.critic_target.min(next_obs, next_action) - alpha * next_log_prob
             return reward + self.gamma * (1.0 - terminated) * soft_value
 
     def actor_loss(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mean (alpha log pi(a~|s) - min_i Q_i(s, a~)) over reparameterized a~ ~ pi(.|s), and those log pi;
         the critics' parameters take no gradient from it."""
         action, log_prob = self.actor.sample(obs)
-        with frozen(self.critics):
-            return (alpha * log_prob - self.critics.min(obs, action)).mean(), log_prob.detach()
+        with frozen(self.critic):
+            return (alpha * log_prob - self.critic.min(obs, action)).mean(), log_prob.detach()
 
     def temperature_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
         """-mean alpha (log pi + H_target): its gradient raises alpha while the entropy is below the target."""
@@ -138,7 +137,7 @@ class SAC(OffPolicyActorCritic):
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
         alpha = self.temperature().detach()
         y = self.td_target(batch.reward, batch.terminated, batch.next_obs, alpha)
-        q1, q2 = self.critics(batch.obs, batch.action)
+        q1, q2 = self.critic(batch.obs, batch.action)
         critic_loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
         gradient_step(self.critic_optimizer, critic_loss)
         actor_loss, log_prob = self.actor_loss(batch.obs, alpha)
@@ -149,5 +148,5 @@ class SAC(OffPolicyActorCritic):
             alpha_loss = self.temperature_loss(log_prob)
             gradient_step(self.alpha_optimizer, alpha_loss)
             metrics["alpha_loss"] = alpha_loss.detach()
-        polyak_update(self.critics_target.parameters(), self.critics.parameters(), self.tau)
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return metrics

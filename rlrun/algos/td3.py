@@ -29,6 +29,8 @@ clipped to the bounds, eps Gaussian or Ornstein-Uhlenbeck (rlrun.exploration.Act
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import torch
 from torch import nn
@@ -43,8 +45,6 @@ from rlrun.validation import NON_NEGATIVE, POSITIVE_INT
 class TD3(DeterministicActorCritic):
     hyperparameter_rules = {**DeterministicActorCritic.shared_rules, "policy_delay": POSITIVE_INT,
                             "target_noise": NON_NEGATIVE, "target_noise_clip": NON_NEGATIVE}
-    checkpointed = ("actor", "critics", "actor_target", "critics_target", "actor_optimizer", "critic_optimizer",
-                    "noise")
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, context: RunContext,
                  gamma: float = 0.99, actor_lr: float = 1e-3, critic_lr: float = 1e-3, buffer_size: int = 1_000_000,
@@ -52,19 +52,15 @@ class TD3(DeterministicActorCritic):
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
                  ou_theta: float = 0.15, ou_dt: float = 0.01, policy_delay: int = 2, target_noise: float = 0.2,
                  target_noise_clip: float = 0.5):
-        super().__init__("td3", observation_space, action_space, context, gamma, actor_lr, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise, ou_theta,
-                         ou_dt)
+        super().__init__("td3", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
+                         batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
+                         ou_theta, ou_dt)
         self.policy_delay = policy_delay
         self.target_noise = target_noise
         self.target_noise_clip = target_noise_clip
-        self.critics = TwinCritic(context.make_net, self.obs_dim, self.action_dim).to(self.device)
-        self.critics_target = TwinCritic(context.make_net, self.obs_dim, self.action_dim).to(self.device)
-        self.critics_target.requires_grad_(False).load_state_dict(self.critics.state_dict())
-        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=critic_lr, fused=True)
-        self.online_params = [*self.actor.parameters(), *self.critics.parameters()]
-        self.target_params = [*self.actor_target.parameters(), *self.critics_target.parameters()]
 
+    def make_critic(self, make_net: Callable[..., nn.Module]) -> TwinCritic:
+        return TwinCritic(make_net, self.obs_dim, self.action_dim)
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - terminated) min_i Q_i'(s', a'), a' = clip(mu'(s') + h clip(eps, -c, c), low, high)."""
         with torch.no_grad():
@@ -72,16 +68,16 @@ class TD3(DeterministicActorCritic):
             smoothing = (self.target_noise * torch.randn_like(next_action)).clamp(-self.target_noise_clip,
                                                                                   self.target_noise_clip)
             next_action = (next_action + self.actor.half_range * smoothing).clamp(self.low, self.high)
-            return reward + self.gamma * (1.0 - terminated) * self.critics_target.min(next_obs, next_action)
+            return reward + self.gamma * (1.0 - terminated) * self.critic_target.min(next_obs, next_action)
 
     def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
         """-mean Q_1(s, mu(s)); the critics' parameters take no gradient from it."""
-        with frozen(self.critics):
-            return -self.critics.q1(obs, self.actor(obs)).mean()
+        with frozen(self.critic):
+            return -self.critic.q1(obs, self.actor(obs)).mean()
 
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
         y = self.td_target(batch.reward, batch.terminated, batch.next_obs)
-        q1, q2 = self.critics(batch.obs, batch.action)
+        q1, q2 = self.critic(batch.obs, batch.action)
         critic_loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
         gradient_step(self.critic_optimizer, critic_loss)
         metrics = {"critic_loss": critic_loss.detach(), "q_values": q1.detach().mean()}
