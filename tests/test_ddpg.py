@@ -11,14 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import context, linear_actor_critic, read_summary, run_rlrun, transition
+from conftest import context, linear_actor_critic, transition
 
-from rlrun import checkpoint
 from rlrun.algos.ddpg import DDPG
 from rlrun.core import Transition
 from rlrun.errors import ConfigError
 from rlrun.exploration import ActionNoise
-from rlrun.networks import network
 from rlrun.returns import polyak_update
 from rlrun.validation import check
 
@@ -108,15 +106,6 @@ def test_exploration_noise_is_relative_to_the_half_range_and_clipped_to_the_boun
     assert wild.min(0).tolist() == [-1.0, 0.0] and wild.max(0).tolist() == [3.0, 10.0]
 
 
-def test_uniform_random_actions_over_the_bounds_before_learning_starts():
-    torch.manual_seed(0)
-    ddpg = agent(ASYMMETRIC, constant_actor(50.0), learning_starts=10)
-    action = ddpg.act(np.zeros((20000, 1), np.float32))
-    assert action.min(0) == pytest.approx([-1.0, 0.0], abs=0.01)
-    assert action.max(0) == pytest.approx([3.0, 10.0], abs=0.01)
-    assert action.mean(0) == pytest.approx([1.0, 5.0], abs=0.05)
-
-
 def test_ornstein_uhlenbeck_noise_reverts_to_zero_with_the_stationary_spread():
     torch.manual_seed(0)
     sigma, theta, dt = 0.3, 0.5, 0.1  # each step keeps 1 - theta dt = 0.95 of the state
@@ -150,60 +139,9 @@ def test_ou_noise_restarts_at_zero_where_an_episode_ended():
     assert ddpg.noise.state[:, 0].tolist() == [0.0, 0.0, pytest.approx(state[2, 0].item())]
 
 
-def test_updates_are_counted_in_env_steps_over_all_envs():
-    ddpg = agent(learning_starts=8, train_every=2, gradient_steps=3)
-    counts = []
-    for _ in range(4):  # 4 envs: 4, 8, 12, 16 env steps
-        ddpg.observe(transition([0.0] * 4, [0.0] * 4, [0.0] * 4, [0.0] * 4))
-        counts.append(ddpg.updates)
-    # from 8 env steps on: 2 rounds (of train_every = 2) per vector step, 3 gradient steps each
-    assert counts == [0, 6, 12, 18]
-    # the actor moves at every update (its optimizer counts its steps)
-    assert ddpg.actor_optimizer.state_dict()["state"][0]["step"].item() == 18
-
-
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="action dimensions \\[1\\] are unbounded"):
         agent(gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32)))
     with pytest.raises(ConfigError, match="algo.noise_type='pink' is unknown"):
         check("algo", {"noise_type": "pink"}, DDPG.hyperparameter_rules)
     assert not {"policy_delay", "target_noise", "target_noise_clip"} & set(DDPG.hyperparameter_rules)  # TD3's: algo=td3
-
-
-def test_state_dict_round_trip(tmp_path):
-    ddpg = agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-    for _ in range(3):
-        ddpg.act(np.zeros((1, 1), np.float32))
-        ddpg.observe(transition([0.5], [1.0], [1.0], [0.7]))
-    checkpoint.save(tmp_path / "ddpg.pt", {"agent": ddpg.state_dict()})
-    restored = agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-    restored.load_state_dict(checkpoint.load(tmp_path / "ddpg.pt")["agent"])
-    obs = np.array([[0.3], [-2.0]], np.float32)
-    assert np.array_equal(restored.act(obs, explore=False), ddpg.act(obs, explore=False))
-    assert torch.equal(restored.noise.state, ddpg.noise.state)
-    assert restored.updates == ddpg.updates == 3
-    for name in ("critic_target", "actor_target"):
-        for a, b in zip(getattr(restored, name).parameters(), getattr(ddpg, name).parameters()):
-            assert torch.equal(a, b)
-
-
-def test_ddpg_learns_pendulum(tmp_path):
-    """The tuned preset, cut to 5k env steps (1k of them random): the swing-up is learned (random play: about -1200)."""
-    result = run_rlrun("algo=ddpg", "env=Pendulum-v1", "total_steps=5000", "eval.every=5000", "seed=0",
-                       "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= -300
-
-
-def test_mujoco_smoke(tmp_path):
-    pytest.importorskip("mujoco")
-    result = run_rlrun("algo=ddpg", "env=InvertedPendulum-v5", "total_steps=1000", "algo.learning_starts=500",
-                       "eval.episodes=2", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    summary = read_summary(tmp_path / "run")
-    assert summary["env_steps"] == 1000 and summary["final_eval"]["mean_return"] >= 1
-
-
-def test_image_observations_are_refused_with_the_algorithms_that_take_them():
-    with pytest.raises(ConfigError, match="algo=ddpg takes vector observations.*algo=a2c or algo=reinforce"):
-        DDPG(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), ACTION_SPACE, context(network))

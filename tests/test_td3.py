@@ -9,11 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from conftest import context, linear_actor_critic, read_summary, run_rlrun, transition
+from conftest import context, linear_actor_critic, transition
 
-from rlrun import checkpoint
 from rlrun.algos.td3 import TD3
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
@@ -105,32 +103,3 @@ def test_actor_and_targets_move_every_policy_delay_critic_updates():
     assert td3.actor_optimizer.state_dict()["state"][0]["step"].item() == 1
     assert td3.critic_optimizer.state_dict()["state"][0]["step"].item() == 2
     assert all(not torch.equal(a, b) for a, b in zip(td3.target_params, targets))
-
-
-def test_state_dict_round_trip(tmp_path):
-    def make() -> TD3:
-        return agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-
-    td3 = make()
-    for _ in range(3):
-        td3.act(np.zeros((1, 1), np.float32))
-        td3.observe(transition([0.5], [1.0], [1.0], [0.7]))
-    checkpoint.save(tmp_path / "td3.pt", {"agent": td3.state_dict()})
-    restored = make()
-    restored.load_state_dict(checkpoint.load(tmp_path / "td3.pt")["agent"])
-    obs = np.array([[0.3], [-2.0]], np.float32)
-    assert np.array_equal(restored.act(obs, explore=False), td3.act(obs, explore=False))
-    assert torch.equal(restored.noise.state, td3.noise.state)
-    assert restored.updates == td3.updates == 3
-    for name in ("critic", "critic_target", "actor_target"):
-        for a, b in zip(getattr(restored, name).parameters(), getattr(td3, name).parameters()):
-            assert torch.equal(a, b)
-    assert restored.actor_optimizer.state_dict()["state"][0]["step"] == 1
-
-
-def test_td3_learns_pendulum(tmp_path):
-    """The tuned preset, cut to 6k env steps (1k of them random): the swing-up is learned (random play: about -1200)."""
-    result = run_rlrun("algo=td3", "env=Pendulum-v1", "total_steps=6000", "eval.every=6000", "seed=0",
-                       "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= -400
