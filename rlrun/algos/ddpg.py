@@ -54,6 +54,7 @@ class DDPG(DeterministicActorCritic):
 
     def make_critic(self, make_net: Callable[..., nn.Module]) -> Critic:
         return Critic(make_net(self.obs_dim + self.action_dim, 1))
+
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - terminated) Q'(s', mu'(s'))."""
         with torch.no_grad():

@@ -61,6 +61,7 @@ class TD3(DeterministicActorCritic):
 
     def make_critic(self, make_net: Callable[..., nn.Module]) -> TwinCritic:
         return TwinCritic(make_net, self.obs_dim, self.action_dim)
+
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - terminated) min_i Q_i'(s', a'), a' = clip(mu'(s') + h clip(eps, -c, c), low, high)."""
         with torch.no_grad():
