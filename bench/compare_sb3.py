@@ -1,4 +1,4 @@
-"""rlrun's tuned DQN, A2C, PPO and DDPG against Stable-Baselines3 with rl-zoo3's tuned hyperparameters, in one run.
+"""rlrun's tuned DQN, A2C, PPO, DDPG, TD3 and SAC against Stable-Baselines3 with rl-zoo3's tuned hyperparameters, in one run.
 
 Run it in an environment with the `bench` extra (`pip install -e ".[bench]"`):
 
@@ -7,6 +7,7 @@ Run it in an environment with the `bench` extra (`pip install -e ".[bench]"`):
     python bench/compare_sb3.py --jobs 3            # each system's three seeds side by side
     python bench/compare_sb3.py --env Pendulum-v1 --algos ddpg --threshold -200 --systems rlrun sb3 cleanrl
     python bench/compare_sb3.py --algos ppo --systems rlrun sb3 cleanrl
+    python bench/compare_sb3.py --env Pendulum-v1 --algos td3 sac --threshold -200 --systems rlrun sb3 cleanrl
 
 Both systems use the same evaluation protocol: 10 deterministic episodes, side by side on 10 envs,
 every 5,000 env steps and at the end. rlrun runs its `rlrun` command with the tuned preset; SB3 runs
@@ -39,13 +40,22 @@ import yaml
 EVAL_EVERY = 5000
 EVAL_EPISODES = 10
 RLRUN = str(Path(sys.executable).parent / "rlrun")
-# CleanRL's defaults (ddpg_continuous_action.py: 256x256 ReLU, lr 3e-4, policy_frequency 2), run by rlrun;
-# learning_starts is rl-zoo3's 10k, as CleanRL's 25k random steps would use the whole 20k budget
-# CleanRL's ppo.py defaults (its CartPole-v1 run: 4 envs, 128-step rollouts, 4 minibatches, 4 epochs, value
+# CleanRL's defaults, run by rlrun: ddpg_continuous_action.py and td3_continuous_action.py (256x256 ReLU, lr 3e-4,
+# exploration noise 0.1; TD3: policy_frequency 2, policy_noise 0.2, noise_clip 0.5) with learning_starts rl-zoo3's
+# 10k, as CleanRL's 25k random steps would use the whole 20k budget (CleanRL's DDPG also delays its actor updates,
+# policy_frequency 2, which rlrun's plain DDPG does not); sac_continuous_action.py (256x256 ReLU, policy lr 3e-4,
+# Q and temperature lr 1e-3, learned temperature from 1, 5k random steps; its actor steps twice every second
+# step, rlrun's once a step); ppo.py (its CartPole-v1 run: 4 envs, 128-step rollouts, 4 minibatches, 4 epochs, value
 # clipping, entropy 0.01, Adam at 2.5e-4 annealed over its 500k steps; its vf_coef 0.5 is value_coef 0.25 in rlrun)
-CLEANRL = {"ddpg": ["algo.actor_lr=3e-4", "algo.critic_lr=3e-4", "algo.gamma=0.99", "algo.tau=0.005",
-                    "algo.batch_size=256", "algo.exploration_noise=0.1", "algo.policy_delay=2",
-                    "algo.learning_starts=10000", "network.hidden_sizes=[256,256]", "network.activation=relu"],
+OFF_POLICY = ["algo.gamma=0.99", "algo.tau=0.005", "algo.batch_size=256", "algo.buffer_size=1000000",
+              "network.hidden_sizes=[256,256]", "network.activation=relu"]
+CLEANRL = {"ddpg": [*OFF_POLICY, "algo.actor_lr=3e-4", "algo.critic_lr=3e-4", "algo.exploration_noise=0.1",
+                    "algo.learning_starts=10000"],
+           "td3": [*OFF_POLICY, "algo.actor_lr=3e-4", "algo.critic_lr=3e-4", "algo.exploration_noise=0.1",
+                   "algo.learning_starts=10000", "algo.policy_delay=2", "algo.target_noise=0.2",
+                   "algo.target_noise_clip=0.5"],
+           "sac": [*OFF_POLICY, "algo.actor_lr=3e-4", "algo.critic_lr=1e-3", "algo.alpha_lr=1e-3", "algo.alpha=1.0",
+                   "algo.autotune=true", "algo.learning_starts=5000"],
            "ppo": ["env.num_envs=4", "algo.n_steps=128", "algo.num_minibatches=4", "algo.update_epochs=4",
                    "algo.gamma=0.99", "algo.gae_lambda=0.95", "algo.clip_range=0.2", "algo.value_clip_range=0.2",
                    "algo.entropy_coef=0.01", "algo.value_coef=0.25", "algo.max_grad_norm=0.5", "algo.lr=2.5e-4",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rlrun.algos.ddpg import DDPG
+from rlrun.core import RunContext
 from rlrun.networks import network
 
 
@@ -45,12 +46,13 @@ def sb3_ddpg(env: gym.Env):
 
 
 def rlrun_ddpg(env: gym.Env, hidden_sizes: list[int]) -> DDPG:
-    agent = DDPG(env.observation_space, env.action_space, partial(network, hidden_sizes=hidden_sizes, activation="relu"),
-                 learning_starts=0, batch_size=256)
+    context = RunContext(make_net=partial(network, hidden_sizes=hidden_sizes, activation="relu"),
+                         device=torch.device("cpu"), seed=0, total_steps=1000)
+    agent = DDPG(env.observation_space, env.action_space, context, learning_starts=0, batch_size=256)
     rng = np.random.default_rng(0)
     for _ in range(1000):
         obs = rng.standard_normal((1, 3)).astype(np.float32)
-        agent.buffer.add(obs=obs, action=rng.uniform(-2, 2, (1, 1)).astype(np.float32), reward=np.zeros(1, np.float32),
+        agent.replay_buffer.add(obs=obs, action=rng.uniform(-2, 2, (1, 1)).astype(np.float32), reward=np.zeros(1, np.float32),
                          next_obs=obs, terminated=np.zeros(1, np.float32))
     return agent
 
@@ -60,12 +62,6 @@ def undo(agent: DDPG, change: str) -> DDPG:
     if change == "Adam not fused (foreach)":
         agent.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=1e-3, foreach=True)
         agent.critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-3, foreach=True)
-    elif change == "Polyak by a loop over parameters":
-        def update_targets() -> None:
-            with torch.no_grad():
-                for target, online in zip(agent.target_params, agent.online_params):
-                    target.mul_(1 - agent.tau).add_(online, alpha=agent.tau)
-        agent.update_targets = update_targets
     elif change == "actor step also computes critic gradients":
         agent.actor_loss = lambda obs: -agent.critic(obs, agent.actor(obs)).mean()
     return agent
@@ -85,10 +81,9 @@ def main() -> None:
         print(f"  SB3 DDPG 400x300 batch 256: gradient step {milliseconds_per_call(lambda: model.train(1, 256), clock):6.2f}"
               f", act {milliseconds_per_call(lambda: model.predict(obs), clock, 1000):.3f}")
         for hidden_sizes in ([400, 300], [64, 64]):
-            for change in ("", "Adam not fused (foreach)", "Polyak by a loop over parameters",
-                           "actor step also computes critic gradients"):
+            for change in ("", "Adam not fused (foreach)", "actor step also computes critic gradients"):
                 agent = undo(rlrun_ddpg(env, hidden_sizes), change)
-                step = milliseconds_per_call(lambda: agent.learn(1), clock)
+                step = milliseconds_per_call(lambda: agent.update(agent.minibatch()), clock)
                 label = f"rlrun DDPG {'x'.join(map(str, hidden_sizes))} batch 256{': ' + change if change else ''}"
                 act = f", act {milliseconds_per_call(lambda: agent.act(obs), clock, 1000):.3f}" if not change else ""
                 print(f"  {label}: gradient step {step:6.2f}{act}")

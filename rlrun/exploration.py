@@ -1,8 +1,14 @@
-"""Epsilon-greedy action selection over rows of action values."""
+"""Exploration: epsilon-greedy action selection over rows of action values, and the action noise of the
+deterministic actors (DDPG, TD3)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
+
+NOISE_TYPES = ("gaussian", "ou")
 
 
 def epsilon_greedy(q_values: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -13,3 +19,36 @@ def epsilon_greedy(q_values: np.ndarray, epsilon: float, rng: np.random.Generato
     # floor(U * actions) is uniform over the actions, and cheaper than Generator.integers for a small batch
     random_actions = (rng.random(rows) * actions).astype(np.int64)
     return np.where(rng.random(rows) < epsilon, random_actions, greedy)
+
+
+class ActionNoise:
+    """eps added to a deterministic action, one row per env, drawn with torch's global generator:
+
+        gaussian: eps ~ N(0, sigma^2)
+        ou:       eps_{t+1} = eps_t - theta eps_t dt + sigma sqrt(dt) N(0, 1)   (Ornstein-Uhlenbeck, one process per
+                  env, starting at 0 and reset to 0 where an episode ended, as in OpenAI Baselines and SB3)
+    """
+
+    def __init__(self, noise_type: str, sigma: float, theta: float, dt: float, device: torch.device):
+        self.noise_type, self.sigma, self.theta, self.dt, self.device = noise_type, sigma, theta, dt, device
+        self.state: torch.Tensor | None = None  # the OU processes
+
+    def sample(self, shape: tuple[int, int]) -> torch.Tensor:
+        if self.noise_type == "gaussian":
+            return self.sigma * torch.randn(shape, device=self.device)
+        if self.state is None:
+            self.state = torch.zeros(shape, device=self.device)
+        self.state = (1 - self.theta * self.dt) * self.state + self.sigma * self.dt ** 0.5 * torch.randn_like(self.state)
+        return self.state
+
+    def reset(self, ended: np.ndarray) -> None:
+        """Zero the OU processes of the envs whose episode ended."""
+        if self.state is not None:
+            self.state = torch.where(torch.as_tensor(ended, device=self.device)[:, None], 0.0, self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.state is None else {"ou_state": self.state.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "ou_state" in state:
+            self.state = state["ou_state"].to(self.device)

@@ -1,9 +1,11 @@
-"""Network builders shared by the neural algorithms, and the observation encoding they all use."""
+"""Network builders shared by the neural algorithms, the observation encoding they all use, and the actor and
+critic modules of the off-policy actor-critics (DDPG, TD3, SAC)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -33,7 +35,7 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float, eps: float, **op
     return OPTIMIZERS[name](params, lr=lr, eps=eps, **options)
 
 
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
     """One optimizer step on `loss`, the global norm of the gradient of all the optimizer's parameters clipped to
     max_grad_norm (None: not clipped)."""
     optimizer.zero_grad(set_to_none=True)
@@ -283,3 +285,78 @@ class ActorCritic(nn.Module):
 
 def weighted_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:
     return [layer for layer in module.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))]
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """`module`'s parameters take no gradient inside the block (an actor's loss through a critic it must not move)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+def finite_bounds(algo_name: str, action_space: gym.spaces.Box) -> tuple[np.ndarray, np.ndarray]:
+    """The flat (low, high) of a Box action space; a ConfigError when a dimension is unbounded."""
+    low, high = action_space.low.astype(np.float64).ravel(), action_space.high.astype(np.float64).ravel()
+    unbounded = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
+    if len(unbounded):
+        raise ConfigError(f"algo={algo_name} needs finite action bounds to scale its tanh actor, but action dimensions "
+                          f"{unbounded.tolist()} are unbounded; wrap the env in gymnasium.wrappers.RescaleAction")
+    return low, high
+
+
+def target_copy(target: nn.Module, source: nn.Module) -> nn.Module:
+    """`target`, a module built like `source` (on its device), made a copy of it that takes no gradient: a target
+    network, moved toward `source` by rlrun.returns.polyak_update."""
+    target.to(next(source.parameters()).device).requires_grad_(False).load_state_dict(source.state_dict())
+    return target
+
+
+class BoundedActor(nn.Module):
+    """mu(s) = c + h tanh(f(s)), with c = (high + low) / 2 and h = (high - low) / 2 per action dimension:
+    deterministic actions inside the Box bounds, asymmetric ones too."""
+
+    def __init__(self, net: nn.Module, low: torch.Tensor, high: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("center", ((high + low) / 2).float())
+        self.register_buffer("half_range", ((high - low) / 2).float())
+
+    def squash(self, u: torch.Tensor) -> torch.Tensor:
+        """c + h tanh(u)."""
+        return self.center + self.half_range * torch.tanh(u)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.squash(self.net(obs))
+
+
+class Critic(nn.Module):
+    """Q(s, a) = net([s, a]), one value per row."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat((obs, action), -1)).squeeze(-1)
+
+
+class TwinCritic(nn.Module):
+    """Two critics Q_1, Q_2 with their own weights, trained on the same target; `min` is the clipped double-Q
+    estimate of Fujimoto et al. (2018) that TD3 and SAC bootstrap from and SAC's actor climbs:
+
+        Q(s, a) = min_i Q_i(s, a),   i = 1, 2
+    """
+
+    def __init__(self, make_net: Any, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.q1 = Critic(make_net(obs_dim + action_dim, 1))
+        self.q2 = Critic(make_net(obs_dim + action_dim, 1))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q1(obs, action), self.q2(obs, action)
+
+    def min(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(*self(obs, action))

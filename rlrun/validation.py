@@ -28,6 +28,7 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+NUMBER = Rule("a number", is_number)
 UNIT_INTERVAL = Rule("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1)
 POSITIVE = Rule("a positive number", lambda v: is_number(v) and v > 0)
 NON_NEGATIVE = Rule("a number >= 0", lambda v: is_number(v) and v >= 0)

@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from rlrun.core import RunContext
+from rlrun.core import RunContext, Transition
 from rlrun.networks import network
 from rlrun_test_envs import Corridor  # noqa: F401  (registers RlrunTest/Corridor-v0)
 
@@ -24,6 +26,23 @@ RLRUN = str(Path(sys.executable).parent / "rlrun")
 def context(make_net=network, seed: int = 0, total_steps: int = 100_000) -> RunContext:
     """What the run builder passes an algorithm besides its hyperparameters, for building one in a test."""
     return RunContext(make_net=make_net, device=torch.device("cpu"), seed=seed, total_steps=total_steps)
+
+
+def linear_actor_critic(in_dim: int, out_dim: int) -> nn.Linear:
+    """For 1-D observations and actions: actor f(s) = 0.5 s, critic Q(s, a) = s + 2 a + 0.5."""
+    layer = nn.Linear(in_dim, out_dim)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5]]) if in_dim == 1 else torch.tensor([[1.0, 2.0]]))
+        layer.bias.fill_(0.0 if in_dim == 1 else 0.5)
+    return layer
+
+
+def transition(obs, action, reward, next_obs, terminated=False, truncated=False) -> Transition:
+    """One vector step of len(obs) envs with 1-D observations and actions."""
+    rows = len(obs)
+    return Transition(np.array(obs, np.float32).reshape(rows, 1), np.array(action, np.float32).reshape(rows, 1),
+                      np.array(reward, np.float32), np.array(next_obs, np.float32).reshape(rows, 1),
+                      np.full(rows, terminated), np.full(rows, truncated))
 
 
 def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

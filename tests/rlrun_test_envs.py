@@ -83,6 +83,15 @@ class TupleActions(gym.Env):
 gym.register("RlrunTest/TupleActions-v0", entry_point=TupleActions)
 
 
+class UnboundedActions(Corridor):
+    """A Corridor whose Box actions have no bounds, which a tanh actor cannot scale to."""
+
+    action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+gym.register("RlrunTest/UnboundedActions-v0", entry_point=UnboundedActions)
+
+
 class PixelGrid(gym.Env):
     """A `size` x `size` gridworld seen only as pixels: one uint8 channel, `cell` x `cell` pixels per cell (42 x 42
     by default, enough for the Nature DQN convolutions), the agent drawn at 255 and the goal (the bottom-right

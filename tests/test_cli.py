@@ -199,6 +199,14 @@ ERRORS = {
                                     "does not support Box observations; discretize them with env.discretize.bins"),
     "tabular on Box actions": (["algo=sarsa", "env=Pendulum-v1"],
                                "does not support Box actions; algorithms that handle them: "),
+    "ddpg on Discrete actions": (["algo=ddpg", "env=CartPole-v1"], "algo=ddpg cannot act in CartPole-v1: it does not "
+                                  "support Discrete actions; algorithms that handle them: a2c, dqn"),
+    "td3 on Discrete actions": (["algo=td3", "env=CartPole-v1"], "algo=td3 cannot act in CartPole-v1: it does not "
+                                  "support Discrete actions; algorithms that handle them: a2c, dqn"),
+    "sac on Discrete actions": (["algo=sac", "env=CartPole-v1"], "algo=sac cannot act in CartPole-v1: it does not "
+                                  "support Discrete actions; algorithms that handle them: a2c, dqn"),
+    "unbounded Box actions": (["algo=sac", "env=gym", "env.id=rlrun_test_envs:RlrunTest/UnboundedActions-v0"],
+                              "algo=sac needs finite action bounds"),
     "unbounded discretization": (["algo=qlearning", "env=CartPole-v1", "env.discretize.bins=[2,2,2,2]",
                                   "env.discretize.low=null", "env.discretize.high=null"], "are unbounded"),
     "step size of 0": (["algo=qlearning", "env=FrozenLake-v1", "algo.alpha.start=0"], "algo.alpha.start=0 is invalid"),

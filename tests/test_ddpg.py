@@ -11,13 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import context, read_summary, run_rlrun
+from conftest import context, linear_actor_critic, transition
 
-from rlrun import checkpoint
-from rlrun.algos.ddpg import DDPG, OrnsteinUhlenbeckNoise
+from rlrun.algos.ddpg import DDPG
 from rlrun.core import Transition
 from rlrun.errors import ConfigError
-from rlrun.networks import network
+from rlrun.exploration import ActionNoise
 from rlrun.returns import polyak_update
 from rlrun.validation import check
 
@@ -25,25 +24,9 @@ OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 3.0, (1,), np.float32)  # center 1, half range 2
 
 
-def linear(in_dim: int, out_dim: int) -> nn.Linear:
-    """Actor f(s) = 0.5 s (mu(s) = 1 + 2 tanh(0.5 s)); critic Q(s, a) = s + 2 a + 0.5."""
-    layer = nn.Linear(in_dim, out_dim)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[0.5]]) if in_dim == 1 else torch.tensor([[1.0, 2.0]]))
-        layer.bias.fill_(0.0 if in_dim == 1 else 0.5)
-    return layer
-
-
-def agent(action_space=ACTION_SPACE, make_net=linear, **kwargs) -> DDPG:
+def agent(action_space=ACTION_SPACE, make_net=linear_actor_critic, **kwargs) -> DDPG:
     settings = {**dict(gamma=0.5, learning_starts=0, batch_size=1, buffer_size=100), **kwargs}
     return DDPG(OBS_SPACE, action_space, context(make_net), **settings)
-
-
-def step(obs, action, reward, next_obs, terminated=False, truncated=False) -> Transition:
-    rows = len(obs)
-    return Transition(np.array(obs, np.float32).reshape(rows, 1), np.array(action, np.float32).reshape(rows, 1),
-                      np.array(reward, np.float32), np.array(next_obs, np.float32).reshape(rows, 1),
-                      np.full(rows, terminated), np.full(rows, truncated))
 
 
 def test_critic_target_uses_the_target_actor_on_next_obs_and_stops_at_terminations():
@@ -72,7 +55,7 @@ def test_actor_loss_and_its_gradient_reach_the_actor_only():
 
 def test_learn_step_reports_the_critic_mse_to_the_target():
     ddpg = agent()
-    metrics = ddpg.observe(step([0.0], [2.0], [1.0], [2.0]))
+    metrics = ddpg.observe(transition([0.0], [2.0], [1.0], [2.0]))
     # Q(0, 2) = 4.5, y = 4.773188: (Q - y)^2 = 0.074632; the actor loss uses the critic after its step
     assert metrics["q_values"] == pytest.approx(4.5)
     assert metrics["critic_loss"] == pytest.approx((4.5 - 4.773188) ** 2, abs=1e-5)
@@ -123,19 +106,10 @@ def test_exploration_noise_is_relative_to_the_half_range_and_clipped_to_the_boun
     assert wild.min(0).tolist() == [-1.0, 0.0] and wild.max(0).tolist() == [3.0, 10.0]
 
 
-def test_uniform_random_actions_over_the_bounds_before_learning_starts():
-    torch.manual_seed(0)
-    ddpg = agent(ASYMMETRIC, constant_actor(50.0), learning_starts=10)
-    action = ddpg.act(np.zeros((20000, 1), np.float32))
-    assert action.min(0) == pytest.approx([-1.0, 0.0], abs=0.01)
-    assert action.max(0) == pytest.approx([3.0, 10.0], abs=0.01)
-    assert action.mean(0) == pytest.approx([1.0, 5.0], abs=0.05)
-
-
 def test_ornstein_uhlenbeck_noise_reverts_to_zero_with_the_stationary_spread():
     torch.manual_seed(0)
     sigma, theta, dt = 0.3, 0.5, 0.1  # each step keeps 1 - theta dt = 0.95 of the state
-    noise = OrnsteinUhlenbeckNoise(sigma, theta, dt, torch.device("cpu"))
+    noise = ActionNoise("ou", sigma, theta, dt, torch.device("cpu"))
     noise.sample((20000, 1))
     noise.state.fill_(1.0)
     for _ in range(20):
@@ -156,37 +130,13 @@ def test_ornstein_uhlenbeck_noise_reverts_to_zero_with_the_stationary_spread():
 
 def test_ou_noise_restarts_at_zero_where_an_episode_ended():
     ddpg = agent(noise_type="ou", exploration_noise=1.0, ou_dt=1.0, learning_starts=100)
-    ddpg.noise(3)
-    ddpg.observe(step([0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3))
-    state = ddpg.ou_noise.state.clone()
-    ended = step([0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3)
+    ddpg.noise.sample((3, 1))
+    ddpg.observe(transition([0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3))
+    state = ddpg.noise.state.clone()
+    ended = transition([0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3)
     ddpg.observe(Transition(ended.obs, ended.action, ended.reward, ended.next_obs,
                             terminated=np.array([True, False, False]), truncated=np.array([False, True, False])))
-    assert ddpg.ou_noise.state[:, 0].tolist() == [0.0, 0.0, pytest.approx(state[2, 0].item())]
-
-
-def test_updates_are_counted_in_env_steps_over_all_envs():
-    ddpg = agent(learning_starts=8, train_every=2, gradient_steps=3, policy_delay=2)
-    counts = []
-    for _ in range(4):  # 4 envs: 4, 8, 12, 16 env steps
-        ddpg.observe(step([0.0] * 4, [0.0] * 4, [0.0] * 4, [0.0] * 4))
-        counts.append(ddpg.critic_updates)
-    # from 8 env steps on: 2 rounds (of train_every = 2) per vector step, 3 gradient steps each
-    assert counts == [0, 6, 12, 18]
-    # TD3's policy_delay = 2: the actor moved after every 2nd critic update only (its optimizer counts its steps)
-    assert ddpg.actor_optimizer.state_dict()["state"][0]["step"].item() == 9
-
-
-def test_target_policy_smoothing_keeps_the_target_action_in_bounds():
-    torch.manual_seed(0)
-    ddpg = agent(target_noise=0.2, target_noise_clip=0.5)
-    reward = torch.zeros(20000)
-    y = ddpg.td_target(reward, reward, torch.full((20000, 1), 2.0))
-    # a' = clip(mu'(2) + h clip(N(0, 0.2^2), -0.5, 0.5), -1, 3) with mu'(2) = 2.523188, h = 2; y = 0.5 (2 + 2 a' + 0.5)
-    next_action = (y / 0.5 - 2.5) / 2
-    assert next_action.max().item() == pytest.approx(3.0)  # the action bound
-    assert next_action.min().item() == pytest.approx(2.523188 - 2 * 0.5)  # the noise clip
-    assert next_action.mean().item() == pytest.approx(2.501179, abs=0.005)  # E[a'] by numerical integration
+    assert ddpg.noise.state[:, 0].tolist() == [0.0, 0.0, pytest.approx(state[2, 0].item())]
 
 
 def test_bad_settings_are_config_errors():
@@ -194,51 +144,4 @@ def test_bad_settings_are_config_errors():
         agent(gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32)))
     with pytest.raises(ConfigError, match="algo.noise_type='pink' is unknown"):
         check("algo", {"noise_type": "pink"}, DDPG.hyperparameter_rules)
-    with pytest.raises(ConfigError, match="algo.policy_delay=0 is invalid"):
-        check("algo", {"policy_delay": 0}, DDPG.hyperparameter_rules)
-
-
-def test_state_dict_round_trip(tmp_path):
-    ddpg = agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-    for _ in range(3):
-        ddpg.act(np.zeros((1, 1), np.float32))
-        ddpg.observe(step([0.5], [1.0], [1.0], [0.7]))
-    checkpoint.save(tmp_path / "ddpg.pt", {"agent": ddpg.state_dict()})
-    restored = agent(noise_type="ou", make_net=lambda i, o: nn.Linear(i, o))
-    restored.load_state_dict(checkpoint.load(tmp_path / "ddpg.pt")["agent"])
-    obs = np.array([[0.3], [-2.0]], np.float32)
-    assert np.array_equal(restored.act(obs, explore=False), ddpg.act(obs, explore=False))
-    assert torch.equal(restored.ou_noise.state, ddpg.ou_noise.state)
-    assert restored.critic_updates == ddpg.critic_updates == 3
-    for name in ("critic_target", "actor_target"):
-        for a, b in zip(getattr(restored, name).parameters(), getattr(ddpg, name).parameters()):
-            assert torch.equal(a, b)
-
-
-def test_discrete_actions_are_refused_with_the_algorithms_that_handle_them(tmp_path):
-    result = run_rlrun("algo=ddpg", "env=CartPole-v1", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("rlrun: error: algo=ddpg cannot act in CartPole-v1: it does not support "
-                                     "Discrete actions; algorithms that handle them: a2c, dqn, ppo, qlearning, reinforce, sarsa")
-
-
-def test_ddpg_learns_pendulum(tmp_path):
-    """The tuned preset, cut to 5k env steps (1k of them random): the swing-up is learned (random play: about -1200)."""
-    result = run_rlrun("algo=ddpg", "env=Pendulum-v1", "total_steps=5000", "eval.every=5000", "seed=0",
-                       "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= -300
-
-
-def test_mujoco_smoke(tmp_path):
-    pytest.importorskip("mujoco")
-    result = run_rlrun("algo=ddpg", "env=InvertedPendulum-v5", "total_steps=1000", "algo.learning_starts=500",
-                       "eval.episodes=2", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    summary = read_summary(tmp_path / "run")
-    assert summary["env_steps"] == 1000 and summary["final_eval"]["mean_return"] >= 1
-
-
-def test_image_observations_are_refused_with_the_algorithms_that_take_them():
-    with pytest.raises(ConfigError, match="algo=ddpg takes vector observations.*algo=a2c or algo=reinforce"):
-        DDPG(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), ACTION_SPACE, context(network))
+    assert not {"policy_delay", "target_noise", "target_noise_clip"} & set(DDPG.hyperparameter_rules)  # TD3's: algo=td3

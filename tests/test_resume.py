@@ -28,6 +28,10 @@ RUNS = {
     "ppo": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
     "ddpg": ["env=Pendulum-v1", "total_steps=1600", "checkpoint.every=400", "eval.every=400",
              "algo.learning_starts=200"],
+    "td3": ["env=Pendulum-v1", "total_steps=1600", "checkpoint.every=400", "eval.every=400",
+            "algo.learning_starts=200"],
+    "sac": ["env=Pendulum-v1", "total_steps=1600", "checkpoint.every=400", "eval.every=400",
+            "algo.learning_starts=200"],
 }
 # SARSA shares Q-learning's tabular path (its own resume state is covered in test_tabular.py)
 ALGOS = sorted(path.stem for path in packaged_configs("algo") if path.stem != "sarsa")
