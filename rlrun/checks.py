@@ -74,7 +74,9 @@ def unknown_choice(group: str, key: str, choice: str, names: list[str]) -> str:
         noun, candidates = "environment", sorted(set(names) | set(gym.registry))
         otherwise = "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
     close = difflib.get_close_matches(choice, candidates, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(f'{key}={name}' for name in close)}?" if close else otherwise
+    # a gymnasium id without a config runs as env=gym env.id=<id>
+    named = [f"{key}={name}" if name in names else f"env=gym env.id={name}" for name in close]
+    hint = f"did you mean {' or '.join(named)}?" if close else otherwise
     return f"unknown {noun} {choice!r}: {hint}"
 
 

@@ -24,6 +24,8 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from rlrun.checkpoint import write_text
+
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval/mean_return"
@@ -207,5 +209,5 @@ class Recorder:
             "evaluations": progress["evaluations"],
             **diagnostics,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
