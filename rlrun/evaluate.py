@@ -136,6 +136,8 @@ def evaluate_saved_agent(path: Path, config_dirs: list[Path], episodes: int, see
 
 def check_video_support() -> None:
     """video=true records with moviepy (RecordVideo and TensorBoard's add_video use it)."""
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame renders off screen: no sound card, no display
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         import moviepy.editor  # noqa: F401
     except ModuleNotFoundError as error:
@@ -145,8 +147,6 @@ def check_video_support() -> None:
 
 def record_video(agent: Any, config: Any, env_steps: int, seed: int, run_dir: Path, build) -> Path:
     """One deterministic episode to <run>/videos/eval-step<N>-episode-0.mp4, also added to TensorBoard."""
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame renders off screen: no sound card, no display
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import gymnasium as gym
     import numpy as np
     import torch

@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RLRUN, kill_after_first_checkpoint, read_summary, run_rlrun
+from conftest import RLRUN, killed_at, read_summary, run_rlrun, stoppable
 from rlrun.checks import packaged_configs
 
 RLRUN_EVAL = str(Path(sys.executable).parent / "rlrun-eval")
+WITH_TEST_ENVS = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
 
-# Per algorithm: a deterministic config whose first checkpoint comes early and whose run lasts a few seconds more.
+# Per algorithm: a deterministic config whose first checkpoint comes early; each run is killed a few steps after it.
 RUNS = {
-    "reinforce": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
-    "qlearning": ["env=FrozenLake-v1", "total_steps=40000", "checkpoint.every=10000", "eval.every=10000"],
-    "dqn": ["env=CartPole-v1", "total_steps=4000", "checkpoint.every=1000", "eval.every=1000",
+    "reinforce": [*stoppable("CartPole-v1"), "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
+    "qlearning": [*stoppable("FrozenLake-v1"), "total_steps=40000", "checkpoint.every=10000", "eval.every=10000"],
+    "dqn": [*stoppable("CartPole-v1"), "total_steps=4000", "checkpoint.every=1000", "eval.every=1000",
             "algo.learning_starts=500"],
-    "a2c": ["env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
-    "ddpg": ["env=Pendulum-v1", "total_steps=1600", "checkpoint.every=400", "eval.every=400",
+    "a2c": [*stoppable("CartPole-v1"), "total_steps=8000", "checkpoint.every=2000", "eval.every=2000"],
+    "ddpg": [*stoppable("Pendulum-v1"), "total_steps=1600", "checkpoint.every=400", "eval.every=400",
              "algo.learning_starts=200"],
 }
 # SARSA shares Q-learning's tabular path (its own resume state is covered in test_tabular.py)
@@ -38,7 +39,7 @@ def run_arguments(algo: str, run_dir: str) -> list[str]:
 
 def start(algo: str, run_dir: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([RLRUN, *run_arguments(algo, run_dir)], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=WITH_TEST_ENVS)
 
 
 def scalar_steps(run_dir: Path, tag: str) -> list[int]:
@@ -50,7 +51,8 @@ def scalar_steps(run_dir: Path, tag: str) -> list[int]:
 @pytest.mark.parametrize("algo", ALGOS)
 def test_killed_run_resumes_to_the_same_result(tmp_path, algo):
     whole = start(algo, "whole", tmp_path)
-    kill_after_first_checkpoint(run_arguments(algo, "killed"), tmp_path / "killed", tmp_path)
+    killed_at("steps:1:300", run_arguments(algo, "killed"), tmp_path)
+    assert not (tmp_path / "killed" / "summary.json").exists()
     assert whole.wait() == 0, whole.stderr.read()
 
     resumed = run_rlrun("resume=killed", cwd=tmp_path)
@@ -63,7 +65,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, algo):
     assert sps_steps == sorted(set(sps_steps)) == scalar_steps(tmp_path / "whole", "charts/SPS")
 
     evaluated = subprocess.run([RLRUN_EVAL, "killed", "episodes=3", "video=true"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=300, env=WITH_TEST_ENVS)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "over 3 episodes" in evaluated.stdout
     (video,) = (tmp_path / "killed" / "videos").glob("*.mp4")
