@@ -27,10 +27,24 @@ def context(make_net=network, seed: int = 0, total_steps: int = 100_000) -> RunC
     return RunContext(make_net=make_net, device=torch.device("cpu"), seed=seed, total_steps=total_steps)
 
 
-def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed `rlrun` command in `cwd` and capture its output."""
-    return subprocess.run([RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
+def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
+              command: str = "rlrun") -> subprocess.CompletedProcess:
+    """Run the installed `rlrun` command (or rlrun-eval, rlrun-report) in `cwd` and capture its output."""
+    return subprocess.run([str(Path(RLRUN).parent / command), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` and its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
+    """A refusal as the user sees it: the exit code, one line on stderr that holds `message`, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("rlrun") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr, result.stderr
 
 
 def stoppable(env_id: str) -> list[str]:

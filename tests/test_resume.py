@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RLRUN, killed_at, read_summary, run_rlrun, stoppable
+from conftest import RLRUN, assert_one_line_error, killed_at, read_summary, run_rlrun, snapshot, stoppable
 from rlrun.checks import packaged_configs
 
 RLRUN_EVAL = str(Path(sys.executable).parent / "rlrun-eval")
@@ -82,17 +82,6 @@ def finished_run(tmp_path_factory) -> Path:
     return workdir / "run"
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("rlrun") and result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr
-
-
 def copy_of(run: Path, destination: Path) -> Path:
     import shutil
 
@@ -107,8 +96,8 @@ class RunsCode:
 @pytest.mark.parametrize("damage, message", [
     ("truncate", "cannot be read safely"),
     ("malicious", "cannot be read safely"),
-    ("other algo", "is a checkpoint of rlrun.algos.reinforce.Reinforce on CartPole-v1, but this run asks for "
-                   "rlrun.algos.qlearning.QLearning on FrozenLake-v1"),
+    ("other algo", "was written by a run with env.id='CartPole-v1', and this run sets env.id='FrozenLake-v1', "
+                   "which a resume cannot change"),
 ])
 def test_resume_refuses_a_bad_checkpoint_and_changes_nothing(finished_run, tmp_path, damage, message):
     run = copy_of(finished_run, tmp_path / "run")
