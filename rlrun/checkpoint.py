@@ -58,13 +58,46 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
-            write(file)
+            writer = WriteErrorKept(file)
+            try:
+                write(writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class WriteErrorKept:
+    """A file's write and flush that keep the OSError they raise: torch.save reports a failed write (a full disk)
+    as a RuntimeError about the position in the file, and the OSError says what happened."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        return self.kept(self.file.write, data)
+
+    def flush(self) -> None:
+        self.kept(self.file.flush)
+
+    def kept(self, operation: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return operation(*args)
+        except OSError as error:
+            self.error = error
+            raise
 
 
 def remove_leftover_temp_files(folder: Path) -> None:

@@ -62,8 +62,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         return f"{error.full_key} is required: set it on the command line ({error.full_key}=...)"
     if isinstance(error, OSError):
-        return (f"{error.strerror} while writing {error.filename or 'the run folder'}: make room on that disk (or "
-                "give hydra.run.dir=<a folder on another disk>), then resume the run with rlrun resume=<its folder>")
+        return (f"{error.strerror} while writing {error.filename or 'the run folder'}: make room on that disk, or run "
+                "in a folder on another disk (hydra.run.dir=...); a run with a checkpoints/last.pt goes on with "
+                "rlrun resume=<its folder>")
     if isinstance(error, KeyboardInterrupt):
         return "interrupted before training started; nothing to resume"
     return str(error)

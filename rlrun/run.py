@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,9 @@ def fixed_key_changed(saved: dict[str, Any], config: dict[str, Any]) -> str | No
     run's, None when the agent, its envs and seeds are the same."""
     from rlrun.checkpoint import changed_keys
 
-    return next((key for key in changed_keys(saved, config)
-                 if any(key == name or key.startswith(f"{name}.") for name in FIXED_ON_RESUME)), None)
+    changed = changed_keys(saved, config)
+    return next((key for name in FIXED_ON_RESUME for key in changed if key == name or key.startswith(f"{name}.")),
+                None)
 
 
 def record_overrides(run_dir: Path) -> None:
@@ -267,10 +269,12 @@ def value_at(config: dict[str, Any], key: str) -> Any:
 def run_folder_lock(run_dir: Path, record: bool = True) -> Iterator[None]:
     """One run per folder: a POSIX lock on run_dir/.rlrun.lock, held while the block runs. The kernel drops it when
     the process ends in any way (a crash or kill -9 leaves no stale lock), and NFS (v4, or v3 with lockd) locks it
-    for every client. The file says who holds it (`record`); a start that finds it locked is refused, naming them.
+    for every client. While held, the file says who holds it (`record`), and a start that finds it locked is refused,
+    naming them; afterwards it holds what it held before (a refused start leaves every file as it was).
     Where the file system has no locks (ENOLCK: NFS mounted with nolock) the run goes on, with a warning."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    before = os.pread(fd, 4096, 0)
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -283,11 +287,21 @@ def run_folder_lock(run_dir: Path, record: bool = True) -> Iterator[None]:
                 raise ConfigError(f"{shown(run_dir)} is in use by a running rlrun ({holder}); wait for it to end, "
                                   "or run in another folder") from None
         if record:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
+            write_lock_file(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            yield
+        finally:
+            if record:
+                write_lock_file(fd, before)
     finally:
         os.close(fd)
+
+
+def write_lock_file(fd: int, content: bytes) -> None:
+    """Who holds the lock, for the error of a second start: a note only, so a full disk does not stop the run here."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, content, 0)
 
 
 def check_folder_is_free(run_dir: Path) -> None:

@@ -7,6 +7,7 @@ What a run records goes through a Recorder (rlrun.recording), its checkpoints th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -121,7 +122,8 @@ class Trainer:
             except TrainingDiverged:
                 raise
             except BaseException:
-                self.checkpointer.save("interrupted.pt", self.checkpoint_parts())
+                with contextlib.suppress(OSError):  # a full disk: the error that stopped training is the one to show
+                    self.checkpointer.save("interrupted.pt", self.checkpoint_parts())
                 raise
             self.checkpointer.save("last.pt", self.checkpoint_parts())
             return self.recorder.write_summary(asdict(self.progress), self.eval_envs.num_envs,

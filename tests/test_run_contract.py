@@ -165,17 +165,31 @@ def tiny_disk(tmp_path) -> Path:
     subprocess.run(["umount", str(disk)], check=True)
 
 
+def assert_unchanged_but_the_log(folder: Path, before: dict[str, bytes]) -> None:
+    after = snapshot(folder)
+    assert after.keys() == before.keys()
+    for name, data in before.items():
+        assert after[name].startswith(data) if name.endswith("rlrun.log") else after[name] == data, name
+
+
 def test_a_full_disk_is_one_line_and_keeps_what_was_written(tiny_disk, tmp_path):
-    args = ["algo=dqn", "total_steps=2000", "checkpoint.every=500", "eval.every=500", "progress=false",
-            "hydra.run.dir=tiny/dqn"]
-    full = run_rlrun(*args, cwd=tmp_path)
-    assert_one_line_error(full, "No space left on device while writing")
-    assert "rlrun resume=" in full.stderr
-    before = snapshot(tiny_disk)
-    if (tiny_disk / "dqn" / "checkpoints" / "last.pt").exists():
-        assert_one_line_error(run_rlrun("resume=tiny/dqn", cwd=tmp_path), "No space left on device while writing")
-    assert snapshot(tiny_disk) == before
+    full = run_rlrun("algo=dqn", "total_steps=2000", "checkpoint.every=500", "eval.every=500", "progress=false",
+                     "hydra.run.dir=tiny/dqn", cwd=tmp_path)
+    assert_one_line_error(full, "No space left on device while writing ")
     assert not list(tiny_disk.rglob("*.rlrun-tmp"))
+
+    shutil.rmtree(tiny_disk / "dqn")
+    small = run_rlrun("algo=qlearning", "env=FrozenLake-v1", "total_steps=1000", "checkpoint.every=500",
+                      "eval.every=500", "progress=false", "hydra.run.dir=tiny/q", cwd=tmp_path)
+    assert small.returncode == 0, small.stderr
+    with pytest.raises(OSError), open(tiny_disk / "filler", "wb") as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
+    before = snapshot(tiny_disk / "q")
+    assert_one_line_error(run_rlrun("resume=tiny/q", "total_steps=2000", cwd=tmp_path),
+                          "No space left on device while writing ")
+    assert_unchanged_but_the_log(tiny_disk / "q", before)
 
 
 # 5., 6., 7., 9. Bad input: one line, exit code 2, before anything is written.
