@@ -21,6 +21,7 @@ STOP = os.environ.get("RLRUN_TEST_STOP", "")
 checkpoints_written = 0   # last.pt renames in this process
 checkpoint_temp_files = {"write": 0, "rename": 0}
 steps_after_checkpoint = 0
+temp_file_opening = False  # a checkpoint's temp file is being created
 
 
 def wait_to_be_killed() -> None:
@@ -36,17 +37,23 @@ def is_checkpoint_temp_file(path) -> bool:
 
 
 def stop_at_checkpoint_writes(event: str, args: tuple) -> None:
-    """An audit hook: sees the temp files of checkpoint writes being opened and renamed."""
-    global checkpoints_written
-    kind = {"open": "write", "os.rename": "rename"}.get(event)
-    if kind is None or not args or not is_checkpoint_temp_file(args[0]):
+    """An audit hook: sees the temp files of checkpoint writes created (the audit event of os.open comes before the
+    file exists: the stop waits for the os.fdopen that follows) and renamed."""
+    global checkpoints_written, temp_file_opening
+    if event == "open" and isinstance(args[0], int) and temp_file_opening:
+        temp_file_opening = False
+        checkpoint_temp_files["write"] += 1
+        if STOP == f"write:{checkpoint_temp_files['write']}":
+            wait_to_be_killed()
+    if event not in ("open", "os.rename") or not args or not is_checkpoint_temp_file(args[0]):
         return
-    if kind == "write" and not (args[2] or 0) & os.O_CREAT:
+    if event == "open":
+        temp_file_opening = bool((args[2] or 0) & os.O_CREAT)
         return
-    checkpoint_temp_files[kind] += 1
-    if STOP == f"{kind}:{checkpoint_temp_files[kind]}":
+    checkpoint_temp_files["rename"] += 1
+    if STOP == f"rename:{checkpoint_temp_files['rename']}":
         wait_to_be_killed()
-    if kind == "rename" and os.path.basename(os.fspath(args[0])).startswith(".last.pt."):
+    if os.path.basename(os.fspath(args[0])).startswith(".last.pt."):
         checkpoints_written += 1
 
 

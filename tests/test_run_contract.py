@@ -319,8 +319,9 @@ def test_ten_kills_at_random_points_resume_to_the_same_summary(tmp_path):
     whole = run_rlrun(*args, "hydra.run.dir=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     rng = random.Random(21)
-    stops = [rng.choice([f"steps:1:{rng.randint(1, 240)}", f"write:{rng.randint(1, 3)}", f"rename:{rng.randint(1, 3)}"])
-             for _ in range(10)]
+    stops = [f"steps:1:{rng.randint(1, 240)}"]  # the first one after a last.pt, to resume from
+    stops += [rng.choice([f"steps:1:{rng.randint(1, 240)}", f"write:{rng.randint(1, 3)}", f"rename:{rng.randint(1, 3)}"])
+              for _ in range(9)]
     killed_at(stops[0], [*args, "hydra.run.dir=killed"], tmp_path)
     for previous, stop in zip(stops, [*stops[1:], None]):
         if not previous.startswith("steps"):
