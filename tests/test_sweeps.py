@@ -108,7 +108,8 @@ def test_optuna_search_continues_its_sqlite_study_and_survives_failed_trials(tmp
     (tmp_path / "conf" / "sweep" / "gamma_search.yaml").write_text(GAMMA_SEARCH)
     second = run_rlrun("-m", "--config-dir", "conf", "+sweep=gamma_search", storage, "hydra.sweeper.n_trials=2",
                        "hydra.sweep.dir=second", *TINY, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 2, second.stderr  # the search ran to its end; a trial's value was refused
+    assert "rlrun: error: algo.gamma=1.5 is invalid" in second.stderr
     trials = optuna_trials(tmp_path / "study.db", "reinforce_cartpole")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
     jobs = {name.split(",")[1]: run_dir for name, run_dir in job_dirs(tmp_path / "second").items()}
