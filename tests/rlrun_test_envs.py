@@ -1,7 +1,8 @@
 """Environments for the tests; importing this module registers them (also as `rlrun_test_envs:<id>`).
 
 It also lets a test stop an rlrun process at a known point, to kill it there whatever the machine's speed:
-with RLRUN_TEST_STOP set, the process creates the file RLRUN_TEST_STOPPED and waits (until it is killed) at
+with RLRUN_TEST_STOP set, the process creates the file RLRUN_TEST_STOPPED and waits (until it is killed; once: not
+where that file already exists) at
 
     steps:<n>:<k>   the k-th env step of a RlrunTest/StopsAtStep-v0 env after the n-th last.pt is written (n = 0:
                     from the start; evaluation steps count too)
@@ -25,6 +26,9 @@ temp_file_opening = False  # a checkpoint's temp file is being created
 
 
 def wait_to_be_killed() -> None:
+    """Stop here once: a process that finds the file made (a job requeued after the stop) goes on."""
+    if os.path.exists(os.environ["RLRUN_TEST_STOPPED"]):
+        return
     with open(os.environ["RLRUN_TEST_STOPPED"], "w") as marker:
         marker.write(str(os.getpid()))
     while True:

@@ -274,7 +274,7 @@ def test_rlrun_report_refuses_a_damaged_summary_in_one_line(finished, tmp_path, 
 
 
 def test_resume_of_a_file_names_the_run_folder(finished, tmp_path):
-    run = copy_of(finished, tmp_path / "run")
+    copy_of(finished, tmp_path / "run")
     assert_one_line_error(run_rlrun("resume=run/checkpoints/last.pt", cwd=tmp_path),
                           "resume=run/checkpoints/last.pt is a file; give the run's folder (resume=run)")
 
