@@ -105,6 +105,11 @@ def config_names(group: str, folders: Sequence[Path]) -> list[str]:
     return sorted({path.stem for path in paths})
 
 
+def run_folder_of(checkpoint_path: Path) -> Path:
+    """The run folder of a checkpoint file: above its checkpoints/ folder (or the folder it lies in)."""
+    return checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+
+
 def package_folder(package: str) -> Path | None:
     """The folder of an importable package (a `pkg://` search path); None when it does not import."""
     try:

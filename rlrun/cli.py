@@ -20,7 +20,8 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlrun import run
-from rlrun.checks import check_choices, check_launcher, check_output_folder, config_names, package_folder
+from rlrun.checks import (check_choices, check_launcher, check_output_folder, config_names, package_folder,
+                          run_folder_of)
 from rlrun.errors import USER_ERRORS_IN_THIS_SWEEP, ConfigError, failure_recorded, user_errors
 
 OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
@@ -198,8 +199,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return [*argv, "hydra.output_subdir=null"] if holds_checkpoint else argv  # keep the run's .hydra as it is
     folder = Path(resume)
     if folder.is_file():
-        run_folder = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
-        raise ConfigError(f"resume={resume} is a file; give the run's folder (resume={run_folder})")
+        raise ConfigError(f"resume={resume} is a file; give the run's folder (resume={run_folder_of(folder)})")
     if not folder.is_dir():
         raise ConfigError(f"resume={resume}: there is no such folder; give the folder of an earlier run")
     if not (folder / "checkpoints" / "last.pt").is_file():

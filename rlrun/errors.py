@@ -66,7 +66,7 @@ def one_line(error: BaseException) -> str:
                 "in a folder on another disk (hydra.run.dir=...); a run with a checkpoints/last.pt goes on with "
                 "rlrun resume=<its folder>")
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted before training started; nothing to resume"
+        return "interrupted before training started"
     return str(error)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlrun.checks import run_folder_of
 from rlrun.errors import ConfigError, user_errors
 from rlrun.run import build_agent, exit_without_teardown, fixed_key_changed, value_at
 from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, one_of, optional
@@ -69,7 +70,7 @@ def locate(path: Path) -> tuple[Path, Path]:
         if found is None:
             raise ConfigError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt; give a run folder or a .pt file")
         return found, path
-    return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path, run_folder_of(path)
 
 
 def run_config(run_dir: Path, config_dirs: list[Path]) -> DictConfig:

@@ -17,8 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
-import contextlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +298,7 @@ def run_folder_lock(run_dir: Path, record: bool = True) -> Iterator[None]:
 
 def write_lock_file(fd: int, content: bytes) -> None:
     """Who holds the lock, for the error of a second start: a note only, so a full disk does not stop the run here."""
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.ftruncate(fd, 0)
         os.pwrite(fd, content, 0)
 
