@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
-import math
 import re
 import sys
 from dataclasses import dataclass
@@ -265,13 +264,13 @@ def usage(command: CommandLine) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
-def hydra_main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float | None:
     """One job: train in the job's folder and return the final eval return, the objective a sweeper optimizes."""
     hydra_config = HydraConfig.get()
     job_dir = Path(hydra_config.runtime.output_dir)
     with user_errors(), failure_recorded(job_dir):
         return run.train_job(cfg, job_dir, hydra_config.runtime.choices["algo"], applied_preset(hydra_config))
-    return math.nan  # a sweep job stopped by a user error: its line is printed, the sweeper records a failure
+    return None  # a sweep job stopped by a user error: its line is printed, a sweeper records no value (a failed trial)
 
 
 def applied_preset(hydra_config: DictConfig) -> str | None:

@@ -99,6 +99,7 @@ def evaluate_saved_agent(path: Path, config_dirs: list[Path], episodes: int, see
     if video:
         check_video_support()
     cfg = run_config(run_dir, config_dirs)
+    OmegaConf.set_struct(cfg, False)  # record_video adds env.kwargs.render_mode
     if device is not None:
         cfg.device.name = device
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -96,8 +96,8 @@ class RunsCode:
 @pytest.mark.parametrize("damage, message", [
     ("truncate", "cannot be read safely"),
     ("malicious", "cannot be read safely"),
-    ("other algo", "was written by a run with env.id='CartPole-v1', and this run sets env.id='FrozenLake-v1', "
-                   "which a resume cannot change"),
+    ("other algo", "was written by a run with algo._target_='rlrun.algos.reinforce.Reinforce', and this run sets "
+                   "algo._target_='rlrun.algos.qlearning.QLearning', which a resume cannot change"),
 ])
 def test_resume_refuses_a_bad_checkpoint_and_changes_nothing(finished_run, tmp_path, damage, message):
     run = copy_of(finished_run, tmp_path / "run")
