@@ -19,9 +19,10 @@ import logging
 import os
 import pickle
 import random
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -30,26 +31,79 @@ from rlrun.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+TEMP_SUFFIX = ".rlrun-tmp"
 REPLAY_SAVE_LIMIT = 2**30  # bytes: larger replay buffers are saved only with checkpoint.save_replay=true
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to a temp file in the same folder, fsync it, then rename it over `path`.
+    """Write `payload` atomically (write_atomically).
 
     A tensor that views part of a larger array (the rows held by a replay buffer that is not full) is written as
     a copy of that part: torch.save writes a tensor's whole storage."""
+    write_atomically(path, lambda file: torch.save(without_excess_storage(payload), file))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file (summary.json, eval.json) atomically, as checkpoints are written."""
+    write_atomically(path, lambda file: file.write(text.encode()))
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(file)` into a temp file in the same folder, fsync it, then rename it over `path`: a reader (or a run
+    killed at any point) sees the old file or the new one, never a part. The file gets the mode the umask gives,
+    as any file the user creates would. A failed write removes its temp file; a killed one leaves it, and the
+    next run in the folder removes it (remove_leftover_temp_files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(without_excess_storage(payload), f)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            writer = WriteErrorKept(file)
+            try:
+                write(writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class WriteErrorKept:
+    """A file's write and flush that keep the OSError they raise: torch.save reports a failed write (a full disk)
+    as a RuntimeError about the position in the file, and the OSError says what happened."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        return self.kept(self.file.write, data)
+
+    def flush(self) -> None:
+        self.kept(self.file.flush)
+
+    def kept(self, operation: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return operation(*args)
+        except OSError as error:
+            self.error = error
+            raise
+
+
+def remove_leftover_temp_files(folder: Path) -> None:
+    """The temp files of writes that a kill interrupted (the files they would have replaced are intact)."""
+    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def without_excess_storage(node: Any) -> Any:
@@ -84,9 +138,19 @@ def load(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {path} does not exist; give the path of a .pt file written by rlrun")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"checkpoint {path} cannot be read safely ({first_line}); it is corrupt or not an rlrun checkpoint") from error
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        raise ConfigError(f"checkpoint {path} cannot be read safely ({why_unreadable(error)}); it is corrupt or not "
+                          "an rlrun checkpoint") from error
+
+
+def why_unreadable(error: BaseException) -> str:
+    """The first sentence of the reason torch gives (the code a pickle asks for, where it asks for some), never
+    torch's advice to load with weights_only=False, which would run that code."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+    if not reason or "weights_only" in reason:
+        return type(error).__name__
+    return reason.split(". ")[0].rstrip(".")
 
 
 def rng_state() -> dict[str, Any]:
@@ -108,6 +172,43 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def changed_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs (plain nested dicts)."""
+    if not (isinstance(saved, dict) and isinstance(wanted, dict)):
+        return [] if saved == wanted else [prefix]
+    keys = sorted(set(saved) | set(wanted), key=lambda key: list(wanted).index(key) if key in wanted else len(wanted))
+    return [changed for key in keys
+            for changed in changed_keys(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else key)]
+
+
+def optimizers(agent: Any) -> list[torch.optim.Optimizer]:
+    return [value for value in vars(agent).values() if isinstance(value, torch.optim.Optimizer)]
+
+
+def optimizer_settings(agent: Any) -> list[list[dict[str, Any]]]:
+    """The hyperparameters of every param group of the agent's optimizers (learning rate, eps, betas, ...)."""
+    return [[{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+            for optimizer in optimizers(agent)]
+
+
+def keep_optimizer_settings(agent: Any, built: list[list[dict[str, Any]]]) -> None:
+    """After load_state_dict, which brings back the param groups of the checkpoint: the settings the agent was built
+    with where they differ. A learning rate that a schedule has moved keeps its progress: the schedule's base
+    (`initial_lr`) becomes the new rate and the current rate is scaled with it. Unchanged settings stay exactly
+    as they were saved."""
+    for optimizer, groups in zip(optimizers(agent), built):
+        for group, settings in zip(optimizer.param_groups, groups):
+            for key, value in settings.items():
+                if key == "lr":
+                    base = group.get("initial_lr", group["lr"])
+                    if value != base:
+                        group["lr"] = value * group["lr"] / base if base else value
+                        if "initial_lr" in group:
+                            group["initial_lr"] = value
+                elif key != "initial_lr" and group.get(key) != value:
+                    group[key] = value
+
+
 class Checkpointer:
     """Writes and restores the checkpoints of one run folder.
 
@@ -125,16 +226,11 @@ class Checkpointer:
         self.save_replay = save_replay
         self.last_step: int | None = None  # env step of the last.pt written or restored
         self.warned_replay = False
-        self.remove_leftover_temp_files()
+        remove_leftover_temp_files(self.folder)
 
     @property
     def last_path(self) -> Path:
         return self.folder / "last.pt"
-
-    def remove_leftover_temp_files(self) -> None:
-        """The temp files of writes that a kill interrupted (the checkpoints they would have replaced are intact)."""
-        for leftover in self.folder.glob(".*.pt.*.tmp"):
-            leftover.unlink(missing_ok=True)
 
     def save(self, name: str, parts: dict[str, Any]) -> None:
         """checkpoints/<name>: the agent, its replay buffer where wanted, and `parts` (plain state of the other
@@ -176,10 +272,21 @@ class Checkpointer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Put the agent, its replay buffer (where the checkpoint has it) and the random generators back as they
-        were; the caller restores the other parts from the payload."""
-        self.agent.load_state_dict(payload["agent"])
-        if "replay_buffer" in payload and self.agent.replay_buffer is not None:
-            self.agent.replay_buffer.load_state_dict(payload["replay_buffer"])
+        were; the caller restores the other parts from the payload. Where this run's config differs from the
+        checkpoint's, the optimizers keep the settings the agent was built with (a new learning rate applies),
+        and a change the saved state cannot take is refused, naming the keys that changed."""
+        built = optimizer_settings(self.agent)
+        changed = changed_keys(payload["config"], self.config)
+        try:
+            self.agent.load_state_dict(payload["agent"])
+            if "replay_buffer" in payload and self.agent.replay_buffer is not None:
+                self.agent.replay_buffer.load_state_dict(payload["replay_buffer"])
+        except (RuntimeError, KeyError, ValueError, IndexError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"{self.last_path} does not fit the agent this run builds ({reason}); the keys "
+                              f"changed since it was written: {', '.join(changed) or 'none'}; resume without "
+                              "those changes, or start the new settings in another folder") from error
+        keep_optimizer_settings(self.agent, built)
         restore_rng_state(payload["rng"])
         self.last_step = payload["env_steps"]
 

@@ -74,7 +74,9 @@ def unknown_choice(group: str, key: str, choice: str, names: list[str]) -> str:
         noun, candidates = "environment", sorted(set(names) | set(gym.registry))
         otherwise = "list the shipped ones with `rlrun --help`, or run any gymnasium id with env=gym env.id=<id>"
     close = difflib.get_close_matches(choice, candidates, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(f'{key}={name}' for name in close)}?" if close else otherwise
+    # a gymnasium id without a config runs as env=gym env.id=<id>
+    named = [f"{key}={name}" if name in names else f"env=gym env.id={name}" for name in close]
+    hint = f"did you mean {' or '.join(named)}?" if close else otherwise
     return f"unknown {noun} {choice!r}: {hint}"
 
 
@@ -101,6 +103,11 @@ def config_names(group: str, folders: Sequence[Path]) -> list[str]:
     """The options of a config group: the packaged ones and those in the user's config folders."""
     paths = packaged_configs(group) + [path for folder in folders for path in (folder / group).glob("*.yaml")]
     return sorted({path.stem for path in paths})
+
+
+def run_folder_of(checkpoint_path: Path) -> Path:
+    """The run folder of a checkpoint file: above its checkpoints/ folder (or the folder it lies in)."""
+    return checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
 
 
 def package_folder(package: str) -> Path | None:

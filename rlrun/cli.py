@@ -3,22 +3,25 @@ config of each job to rlrun.run."""
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.errors import OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlrun import run
-from rlrun.checks import check_choices, check_launcher, check_output_folder, config_names, package_folder
-from rlrun.errors import ConfigError, failure_recorded, in_sweep, user_errors
+from rlrun.checks import (check_choices, check_launcher, check_output_folder, config_names, package_folder,
+                          run_folder_of)
+from rlrun.errors import USER_ERRORS_IN_THIS_SWEEP, ConfigError, failure_recorded, in_sweep, user_errors
 
 OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
                                 replace=True)
@@ -28,6 +31,8 @@ FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-di
                     "--package", "-p", "--shell-completion", "-sc", "--experimental-rerun"}
 INFO_KINDS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+# flags that change which config Hydra composes: with them, the checks before Hydra starts leave the config to Hydra
+OTHER_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--package", "-p", "--experimental-rerun"}
 CHECKED_GROUPS = ("env", "algo", "network", "device", "logger", "sweep")
 
 
@@ -54,6 +59,10 @@ class CommandLine:
         except OverrideParseException as error:
             raise ConfigError(f"cannot read the overrides {' '.join(overrides)}: {str(error).splitlines()[0]}; "
                               "write each as key=value (see `rlrun --help`)") from error
+
+    @property
+    def override_texts(self) -> list[str]:
+        return [override.input_line for override in self.overrides]
 
     def value(self, key: str) -> str | None:
         """The value given for `key` (not a sweep), as typed."""
@@ -105,16 +114,73 @@ def main() -> None:
         argv = resume_arguments(argv)
         command = CommandLine.parse(argv)
         check_choices({group: command.choices(group) for group in CHECKED_GROUPS}, command.config_dirs())
+        folder_key = "hydra.sweep.dir" if command.multirun else "hydra.run.dir"
+        if command.value(folder_key) == "":
+            raise ConfigError(f"{folder_key}= is empty: give the folder to write in ({folder_key}=<folder>), or leave "
+                              "it out for a new folder under outputs/")
         if command.multirun:
             check_launcher(next(iter(command.choices("hydra/launcher")), None))
         if not command.prints_only:
-            check_output_folder(command.value("hydra.sweep.dir" if command.multirun else "hydra.run.dir") or "outputs")
+            check_output_folder(command.value(folder_key) or "outputs")
+            if not command.multirun and not OTHER_CONFIG_FLAGS & {flag.split("=")[0] for flag in command.flags}:
+                check_single_run(command)
     sys.argv = [sys.argv[0], *argv]
     hydra_main()
     if command.multirun:
         run.stop_idle_workers()
+        if USER_ERRORS_IN_THIS_SWEEP:
+            raise SystemExit(2)
     else:
         run.exit_without_teardown()
+
+
+def check_single_run(command: CommandLine) -> None:
+    """The config Hydra will compose and the folder it will write, checked before Hydra creates that folder, so that
+    a refused start leaves nothing behind."""
+    cfg = compose_config(command.override_texts, command.config_dirs(), with_hydra=True)
+    HydraConfig.instance().set_config(cfg)  # the run folder's name interpolates ${hydra:runtime.choices.algo}
+    run_dir, algo_name = Path(cfg.hydra.run.dir), cfg.hydra.runtime.choices.algo
+    with open_dict(cfg):
+        del cfg["hydra"]
+    run.check_before_start(cfg, run_dir, algo_name)
+
+
+def compose_config(overrides: list[str], config_dirs: list[Path], with_hydra: bool = False) -> DictConfig:
+    """rlrun's config composed with Hydra's compose API from rlrun's config groups and `config_dirs`, as `rlrun
+    *overrides` composes it; an unknown key is a one-line error that names the closest keys."""
+    from hydra import compose, initialize_config_module
+
+    searchpath = [f"file://{folder.absolute()}" for folder in config_dirs]
+    overrides = [text for text in overrides if not text.startswith("hydra.searchpath=")]
+    if searchpath:
+        overrides.append(f"hydra.searchpath=[{','.join(searchpath)}]")
+    with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
+        try:
+            return compose("config", overrides, return_hydra_config=with_hydra)
+        except ConfigCompositionException as error:
+            key = getattr(error.__cause__, "full_key", None)
+            if not key:
+                raise ConfigError(str(error).splitlines()[0]) from error
+            without = compose("config", [text for text in overrides if not text.startswith(f"{key}=")])
+            known = config_keys(OmegaConf.to_container(without))
+            raise ConfigError(unknown_key(key, known)) from error
+
+
+def config_keys(node: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of a config's values (a plain nested dict)."""
+    if not isinstance(node, dict):
+        return [prefix.rstrip(".")]
+    return [name for key, child in node.items() for name in config_keys(child, f"{prefix}{key}.")]
+
+
+def unknown_key(key: str, known: list[str]) -> str:
+    """The error for an override of a key the config does not have: the keys closest to it, by the whole dotted
+    name or by its last part (`gamma` -> `algo.gamma`)."""
+    last = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    close += [name for name in known if name.rsplit(".", 1)[-1] == last and name not in close]
+    hint = f"did you mean {' or '.join(close[:3])}?" if close else "`rlrun --cfg job` lists the keys"
+    return f"{key} is not a key of the config: {hint} (a +{key}=... override would add it, and nothing would read it)"
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -131,19 +197,32 @@ def resume_arguments(argv: list[str]) -> list[str]:
         holds_checkpoint = run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
         return [*argv, "hydra.output_subdir=null"] if holds_checkpoint else argv  # keep the run's .hydra as it is
     folder = Path(resume)
+    if folder.is_file():
+        raise ConfigError(f"resume={resume} is a file; give the run's folder (resume={run_folder_of(folder)})")
     if not folder.is_dir():
         raise ConfigError(f"resume={resume}: there is no such folder; give the folder of an earlier run")
     if not (folder / "checkpoints" / "last.pt").is_file():
         raise ConfigError(f"resume={resume}: the folder holds no checkpoints/last.pt to resume from; "
                           "start a new run without resume=")
-    saved_file = folder / ".hydra" / "overrides.yaml"
-    saved = [str(override) for override in OmegaConf.load(saved_file)] if saved_file.is_file() else []
+    saved = saved_overrides(folder)
     flags = CommandLine.parse(others).flags
     given = [arg for arg in others if arg not in flags]
     given_keys = {override.key_or_group for override in CommandLine.parse(given).overrides}
     kept = [text for text, override in zip(saved, CommandLine.parse(saved).overrides)
             if override.key_or_group not in given_keys]
     return [*flags, *kept, *given, f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
+
+
+def saved_overrides(folder: Path) -> list[str]:
+    """The overrides of the run in `folder` (its .hydra/overrides.yaml). They choose config options and values,
+    never code: one that sets a `_target_` is refused."""
+    path = folder / ".hydra" / "overrides.yaml"
+    saved = [str(override) for override in OmegaConf.load(path)] if path.is_file() else []
+    for text in saved:
+        if "_target_" in text.split("=", 1)[0]:
+            raise ConfigError(f"{path} sets {text}: the overrides of a run choose config options and values, not the "
+                              "code that runs; remove that line")
+    return saved
 
 
 USAGE = """\
@@ -185,13 +264,14 @@ def usage(command: CommandLine) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
-def hydra_main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float | None:
     """One job: train in the job's folder and return the final eval return, the objective a sweeper optimizes."""
     hydra_config = HydraConfig.get()
     job_dir = Path(hydra_config.runtime.output_dir)
     sweep = hydra_config.sweep.dir if in_sweep() else None
     with user_errors(), failure_recorded(job_dir):
         return run.train_job(cfg, job_dir, hydra_config.runtime.choices["algo"], applied_preset(hydra_config), sweep)
+    return None  # a sweep job stopped by a user error: its line is printed, a sweeper records no value (a failed trial)
 
 
 def applied_preset(hydra_config: DictConfig) -> str | None:

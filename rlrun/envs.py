@@ -100,15 +100,33 @@ def make_base_env(env_id: str, max_episode_steps: int | None, kwargs: dict[str, 
     except (gym.error.NameNotFound, gym.error.VersionNotFound, gym.error.NamespaceNotFound) as error:
         raise ConfigError(unknown_env_message(env_id)) from error
     except ModuleNotFoundError as error:
-        module = env_id.split(":", 1)[0]
-        raise ConfigError(f"env.id={env_id!r}: cannot import module {module!r} ({error.name} is not installed?); "
-                          "install the package that registers this environment") from error
+        raise ConfigError(f"env.id={env_id!r}: {missing_module(env_id)}") from error
     except gym.error.Error as error:
         missing = getattr(error.__cause__, "name", None)  # DependencyNotInstalled comes from a ModuleNotFoundError
         if isinstance(error, gym.error.DependencyNotInstalled) and missing in EXTRAS:
             raise ConfigError(f"env.id={env_id!r} needs {missing}, which is not installed: install the "
                               f"{EXTRAS[missing]} extra: pip install 'rlrun[{EXTRAS[missing]}]'") from error
         raise ConfigError(f"env.id={env_id!r}: {str(error).strip().splitlines()[0]}") from error
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        given = ", ".join(f"env.kwargs.{key}" for key in (kwargs or {}))
+        raise ConfigError(f"env.id={env_id!r} does not take the keyword arguments given ({given}): "
+                          f"{str(error).split(' was raised')[0]}; remove the ones it does not take") from error
+
+
+def missing_module(env_id: str) -> str:
+    """What keeps the module of a `module:Env` id from importing: the module itself, or a module it imports."""
+    import importlib
+
+    module = env_id.split(":", 1)[0]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name == module or error.name is None:
+            return f"there is no module {module!r} to import; install the package that registers this environment"
+        return f"module {module!r} needs {error.name!r}, which is not installed; install it"
+    return f"module {module!r} imports, but creating the environment needs a module that is not installed"
 
 
 def wrap_observations(env: gym.Env, env_id: str, discretize: dict[str, Any]) -> gym.Env:

@@ -3,6 +3,7 @@ sweep job leaves in its folder. Every command (rlrun, rlrun-eval) presents its e
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -19,6 +20,14 @@ class TrainingDiverged(ConfigError):
     """A loss became NaN or infinite: training stops and the last good checkpoint stays as it was."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a run: one line with the command that resumes it, exit code 130."""
+
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+USER_ERRORS_IN_THIS_SWEEP: list[str] = []  # the lines of the jobs of a sweep run in this process that a user error stopped
+
+
 def in_sweep() -> bool:
     """Whether this process runs a job of a Hydra multirun (a sweep)."""
     from hydra.core.hydra_config import HydraConfig
@@ -29,21 +38,36 @@ def in_sweep() -> bool:
 
 @contextmanager
 def user_errors(command: str = "rlrun") -> Iterator[None]:
-    """Turn a user mistake into one line on stderr and exit code 2 (a traceback with HYDRA_FULL_ERROR=1).
-    In a sweep the error is re-raised after its line: the launcher records the job as failed and runs the others."""
+    """Turn a user mistake into one line on stderr and exit code 2 (a traceback with HYDRA_FULL_ERROR=1), Ctrl-C into
+    one line and exit code 130. In a sweep the job's line is printed and the sweep goes on: the block's exception
+    is swallowed, the job records it (failure_recorded) and returns no result, and the sweep exits with code 2."""
     from omegaconf.errors import MissingMandatoryValue
 
     try:
         yield
-    except (ConfigError, MissingMandatoryValue) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (ConfigError, MissingMandatoryValue, OSError, Interrupted, KeyboardInterrupt) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or (isinstance(error, OSError) and error.errno not in FULL_DISK):
             raise
-        if isinstance(error, MissingMandatoryValue):
-            error = f"{error.full_key} is required: set it on the command line ({error.full_key}=...)"
-        print(f"{command}: error: {error}", file=sys.stderr)
-        if in_sweep():
-            raise
-        raise SystemExit(2) from None
+        print(f"{command}: error: {one_line(error)}", file=sys.stderr)
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            raise SystemExit(130) from None
+        if not in_sweep():
+            raise SystemExit(2) from None
+        USER_ERRORS_IN_THIS_SWEEP.append(one_line(error))
+
+
+def one_line(error: BaseException) -> str:
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, MissingMandatoryValue):
+        return f"{error.full_key} is required: set it on the command line ({error.full_key}=...)"
+    if isinstance(error, OSError):
+        return (f"{error.strerror} while writing {error.filename or 'the run folder'}: make room on that disk, or run "
+                "in a folder on another disk (hydra.run.dir=...); a run with a checkpoints/last.pt goes on with "
+                "rlrun resume=<its folder>")
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted before training started"
+    return str(error)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from rlrun.checkpoint import write_text
 from rlrun.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class Recorder:
 
     def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, total_steps: int, progress: bool = True,
                  tracker: Tracker | None = None):
-        """`tracker` (rlrun.tracking: W&B or MLflow) gets every scalar TensorBoard gets and the summary."""
+        """`tracker` (rlrun.tracking: W&B or MLflow; the run builder may set it once a resume is accepted) gets every
+        scalar TensorBoard gets and the summary."""
         self.run_dir = run_dir
         self.tracker = tracker
         self.config = config
@@ -216,7 +218,7 @@ class Recorder:
             "evaluations": progress["evaluations"],
             **diagnostics,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if self.tracker is not None:
             self.tracker.finish(summary)
         return summary

@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from rlrun.errors import ConfigError, user_errors
+
 DEFAULT_METRIC = "eval/mean_return"
+SUMMARY_KEYS = ("seed", "env_steps", "steps_per_second", "final_eval")  # what the report reads from summary.json
 MAX_PLOTTED = 10  # curves in report.png: the groups with the best final return
 
 
@@ -74,13 +77,12 @@ def find_runs(root: Path) -> list[Run]:
 def read_run(folder: Path) -> Run:
     job = job_folder(folder)
     if job is None:
-        raise SystemExit(f"rlrun-report: error: {folder} has no .hydra/config.yaml in it or above it; "
-                         "is it an rlrun run folder?")
+        raise ConfigError(f"{folder} has no .hydra/config.yaml in it or above it; is it an rlrun run folder?")
     config = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"))
     choices = OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra.runtime.choices
     overrides = [o for o in OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
                  if o.lstrip("+~").split("=", 1)[0] != "seed"]
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else None
+    summary = read_summary(folder / "summary.json") if (folder / "summary.json").is_file() else None
     error = None
     if (folder / "error.txt").is_file():
         error = (folder / "error.txt").read_text().strip().splitlines()[-1]
@@ -88,6 +90,19 @@ def read_run(folder: Path) -> Run:
     config.pop("seed")
     status = "completed" if summary else "failed" if error else "unfinished"
     return Run(folder, status, choices.algo, config["env"]["id"], seed, config, overrides, summary, error)
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's summary.json, refused in one line when it is damaged or lacks what the report reads."""
+    redo = f"delete it and resume the run (rlrun resume={path.parent}) to write it again, or move the run away"
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}); {redo}") from error
+    missing = [key for key in SUMMARY_KEYS if not isinstance(summary, dict) or key not in summary]
+    if missing or not isinstance(summary["final_eval"], dict) or "mean_return" not in summary["final_eval"]:
+        raise ConfigError(f"{path} is incomplete (it has no {', '.join(missing) or 'final_eval.mean_return'}); {redo}")
+    return summary
 
 
 def read_curve(folder: Path, metric: str) -> Curve | None:
@@ -214,11 +229,11 @@ def report(root: Path, metric: str = DEFAULT_METRIC, threshold: float | None = N
     """Print the table, write report.csv and report.png into `root`; return the table's rows."""
     runs = find_runs(root)
     if not runs:
-        raise SystemExit(f"rlrun-report: error: no rlrun runs under {root} (no summary.json, error.txt or .hydra/)")
+        raise ConfigError(f"no rlrun runs under {root} (no summary.json, error.txt or .hydra/)")
     curves = {run.folder: curve for run in runs if (curve := read_curve(run.folder, metric)) is not None}
     if not curves and any(run.summary for run in runs):
-        raise SystemExit(f"rlrun-report: error: no run under {root} logged the scalar {metric!r}; "
-                         f"pick another with --metric (e.g. {DEFAULT_METRIC}, charts/episodic_return)")
+        raise ConfigError(f"no run under {root} logged the scalar {metric!r}; "
+                          f"pick another with --metric (e.g. {DEFAULT_METRIC}, charts/episodic_return)")
     grouped: dict[str, list[Run]] = {}
     for run in runs:
         grouped.setdefault(run.group_key, []).append(run)
@@ -253,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a folder")
-    report(args.dir, args.metric, args.threshold)
+    with user_errors("rlrun-report"):
+        report(args.dir, args.metric, args.threshold)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@ quickly.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gc
 import inspect
 import logging
 import multiprocessing
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlrun.checks import check_spaces
 from rlrun.core import Agent, RunContext
-from rlrun.errors import ConfigError
+from rlrun.errors import ConfigError, Interrupted
 from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, optional
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ RUN_RULES = {
     "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT),
 }
+# what the saved agent, its envs and its random streams were built for: a resume cannot change them
+FIXED_ON_RESUME = ("seed", "algo._target_", "env", "network")
+LOCK_FILE = ".rlrun.lock"
 
 
 def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
@@ -78,8 +84,35 @@ def check_config(config: dict[str, Any]) -> None:
     check("", config, RUN_RULES)
     agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
     check("algo", values, agent_class.hyperparameter_rules)
+    if values.get("batch_size", 0) > values.get("buffer_size", float("inf")):
+        raise ConfigError(f"algo.batch_size={values['batch_size']} is larger than algo.buffer_size="
+                          f"{values['buffer_size']}: training would never start; lower algo.batch_size or raise "
+                          "algo.buffer_size")
     for warning in filter(None, (make_warning(values) for make_warning in agent_class.config_warnings)):
         log.warning("warning: %s", warning)
+
+
+def check_spaces_of(envs: Any, algo_name: str, config: dict[str, Any]) -> None:
+    check_spaces(algo_name, algo_class(config["algo"]), envs.single_observation_space, envs.single_action_space,
+                 config["env"]["id"])
+
+
+def check_before_start(cfg: DictConfig, run_dir: Path, algo_name: str) -> None:
+    """What a run checks as it starts, done for a single run before Hydra creates its folder, so that a refused
+    start writes nothing: the config's values, the folder (free, and a checkpoint this run can go on from), the
+    env (it builds, and the algorithm handles its spaces)."""
+    from rlrun.envs import make_vector_env
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_config(config)
+    check_folder_is_free(run_dir)
+    if cfg.sweep.seeds_per_trial == 1:
+        previous_checkpoint(run_dir, config)
+    envs = make_vector_env(cfg.env, num_envs=1, vectorization="sync", evaluation=True)
+    try:
+        check_spaces_of(envs, algo_name, config)
+    finally:
+        envs.close()
 
 
 def build_agent(config: dict[str, Any], observation_space: Any, action_space: Any) -> Agent:
@@ -105,6 +138,12 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sw
     """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
     return the final evaluation's mean return (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    with run_folder_lock(run_dir):
+        return train_in_locked_folder(cfg, config, run_dir, algo_name, preset, sweep)
+
+
+def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Path, algo_name: str,
+                           preset: str | None, sweep: str | None) -> float:
     previous = previous_checkpoint(run_dir, config)
     with garbage_collector_paused():
         import random
@@ -121,8 +160,7 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sw
 
     eval_envs = make_vector_env(cfg.env, num_envs=cfg.eval.episodes, vectorization="sync", evaluation=True,
                                 max_episode_steps=cfg.eval.max_episode_steps)
-    check_spaces(algo_name, algo_class(config["algo"]), eval_envs.single_observation_space,
-                 eval_envs.single_action_space, cfg.env.id)
+    check_spaces_of(eval_envs, algo_name, config)
     torch.set_num_threads(cfg.torch_threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -139,13 +177,24 @@ def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sw
                                    eval_epsilon=cfg.eval.epsilon)
         checkpointer = Checkpointer(run_dir, agent, config, keep=cfg.checkpoint.keep,
                                     save_replay=cfg.checkpoint.save_replay)
-        tracker = start_tracker(config["logger"], config, run_dir, sweep,
-                                resume_id=previous["recorder"].get("tracked_run_id") if previous else None,
-                                resume_step=previous["env_steps"] if previous else None)
-        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress, tracker=tracker)
+        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress)
         diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent)
-        summary = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
-                          on_evaluation=evaluation_callbacks(config)).run(previous)
+        trainer = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
+                          on_evaluation=evaluation_callbacks(config))
+        if previous:
+            trainer.restore(previous)  # refuses a change the saved agent cannot take, before anything is written
+            record_overrides(run_dir)
+        recorder.tracker = start_tracker(config["logger"], config, run_dir, sweep,
+                                         resume_id=previous["recorder"].get("tracked_run_id") if previous else None,
+                                         resume_step=previous["env_steps"] if previous else None)
+        try:
+            summary = trainer.run()
+        except KeyboardInterrupt:
+            go_on = (f"go on from it with: rlrun resume={shown(run_dir)}" if checkpointer.last_step is not None
+                     else "start the run again to train it")
+            raise Interrupted(f"interrupted at env step {trainer.progress.env_steps} (weights in "
+                              f"{shown(checkpointer.folder / 'interrupted.pt')}); {checkpointer.last_good()}; "
+                              f"{go_on}") from None
     finally:
         envs.close()
         eval_envs.close()
@@ -168,20 +217,113 @@ def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float],
 
 
 def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The payload of run_dir/checkpoints/last.pt, if any, after checking it is a run of the same algo and env."""
+    """The payload of run_dir/checkpoints/last.pt, if any, after checking that this run can go on from it: the
+    same seed, algorithm, env and network, and steps left to train. Other changes (a learning rate, the budget,
+    intervals) apply from the resume on."""
     path = run_dir / "checkpoints" / "last.pt"
     if not path.exists():
+        if (run_dir / "summary.json").exists():
+            raise ConfigError(f"{shown(run_dir)} holds the summary.json of an earlier run but no checkpoints/last.pt "
+                              "to resume from; run in another folder")
         return None
     from rlrun import checkpoint
 
     payload = checkpoint.load(path)
-    saved = payload.get("config", {})
-    was = (saved.get("algo", {}).get("_target_"), saved.get("env", {}).get("id"))
-    wanted = (config["algo"]["_target_"], config["env"]["id"])
-    if was != wanted:
-        raise ConfigError(f"{path} is a checkpoint of {was[0]} on {was[1]}, but this run asks for {wanted[0]} on "
-                          f"{wanted[1]}; resume with the same algo and env, or run in another folder")
+    saved = payload.get("config")
+    if not isinstance(saved, dict) or "env_steps" not in payload:
+        raise ConfigError(f"{path} is not an rlrun checkpoint (it has no config and env_steps); run in another folder")
+    fixed = fixed_key_changed(saved, config)
+    if fixed:
+        raise ConfigError(f"{path} was written by a run with {fixed}={value_at(saved, fixed)!r}, and this run sets "
+                          f"{fixed}={value_at(config, fixed)!r}, which a resume cannot change (the saved agent, envs "
+                          f"and random streams are built for the old value); resume without changing {fixed}, or run "
+                          "in another folder")
+    done, total = payload["env_steps"], config["total_steps"]
+    if total < done:
+        raise ConfigError(f"total_steps={total} is below the {done} env steps {path} has done; resume with "
+                          f"total_steps={done} or more")
+    if total == done and (run_dir / "summary.json").exists():
+        raise ConfigError(f"the run in {shown(run_dir)} is finished ({done} env steps, summary.json); resume with "
+                          f"total_steps=<more than {done}> to train further")
     return payload
+
+
+def fixed_key_changed(saved: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """The first key of FIXED_ON_RESUME (or below one) whose value differs between a checkpoint's config and a
+    run's, None when the agent, its envs and seeds are the same."""
+    from rlrun.checkpoint import changed_keys
+
+    changed = changed_keys(saved, config)
+    return next((key for name in FIXED_ON_RESUME for key in changed if key == name or key.startswith(f"{name}.")),
+                None)
+
+
+def record_overrides(run_dir: Path) -> None:
+    """A resume with overrides of its own: the run folder's .hydra/overrides.yaml is updated to the overrides the run
+    now uses, so that the next resume and rlrun-eval compose the same config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlrun.checkpoint import write_text
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not HydraConfig.initialized() or not path.is_file():
+        return
+    overrides = list(HydraConfig.get().overrides.task)
+    if overrides != list(OmegaConf.load(path)):
+        write_text(path, OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+def value_at(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path, record: bool = True) -> Iterator[None]:
+    """One run per folder: a POSIX lock on run_dir/.rlrun.lock, held while the block runs. The kernel drops it when
+    the process ends in any way (a crash or kill -9 leaves no stale lock), and NFS (v4, or v3 with lockd) locks it
+    for every client. While held, the file says who holds it (`record`), and a start that finds it locked is refused,
+    naming them; afterwards it holds what it held before (a refused start leaves every file as it was).
+    Where the file system has no locks (ENOLCK: NFS mounted with nolock) the run goes on, with a warning."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    before = os.pread(fd, 4096, 0)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                log.warning("warning: cannot lock %s (%s): make sure no other run uses this folder",
+                            run_dir / LOCK_FILE, error.strerror)
+            else:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
+                raise ConfigError(f"{shown(run_dir)} is in use by a running rlrun ({holder}); wait for it to end, "
+                                  "or run in another folder") from None
+        if record:
+            write_lock_file(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            yield
+        finally:
+            if record:
+                write_lock_file(fd, before)
+    finally:
+        os.close(fd)
+
+
+def write_lock_file(fd: int, content: bytes) -> None:
+    """Who holds the lock, for the error of a second start: a note only, so a full disk does not stop the run here."""
+    with suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, content, 0)
+
+
+def check_folder_is_free(run_dir: Path) -> None:
+    """Refuse, before anything is written, a folder where another run is training."""
+    if (run_dir / LOCK_FILE).exists():
+        with run_folder_lock(run_dir, record=False):
+            pass
 
 
 @contextmanager

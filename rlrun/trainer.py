@@ -7,6 +7,7 @@ What a run records goes through a Recorder (rlrun.recording), its checkpoints th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -121,7 +122,8 @@ class Trainer:
             except TrainingDiverged:
                 raise
             except BaseException:
-                self.checkpointer.save("interrupted.pt", self.checkpoint_parts())
+                with contextlib.suppress(OSError):  # a full disk: the error that stopped training is the one to show
+                    self.checkpointer.save("interrupted.pt", self.checkpoint_parts())
                 raise
             self.checkpointer.save("last.pt", self.checkpoint_parts())
             return self.recorder.write_summary(asdict(self.progress), self.eval_envs.num_envs,
@@ -147,6 +149,7 @@ class Trainer:
             action = self.agent.act(obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
             before, progress.env_steps = progress.env_steps, progress.env_steps + self.envs.num_envs
+            self.check_env_output(reward, next_obs)
             # the last step needs no sync point: run() writes the final checkpoint after the final evaluation
             at_checkpoint = (intervals_passed(before, progress.env_steps, settings.checkpoint_every) > 0
                              and progress.env_steps < settings.total_steps)
@@ -169,6 +172,15 @@ class Trainer:
                 obs, _ = self.envs.reset(seed=derived_seed(settings.seed, progress.env_steps))
                 self.checkpointer.save_interval(self.checkpoint_parts())
         self.recorder.clock.stop()
+
+    def check_env_output(self, reward: np.ndarray, obs: np.ndarray) -> None:
+        """NaN or infinite rewards or observations come from the env, not from learning: say so."""
+        for name, values in (("reward", reward), ("observation", obs)):
+            bad = values[~np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values[:0]
+            if bad.size:
+                raise TrainingDiverged(f"the env returned a non-finite {name} ({bad.flat[0]}) at env step "
+                                       f"{self.progress.env_steps}; training stopped and {self.checkpointer.last_good()}; "
+                                       "fix the env (env.id, env.kwargs)")
 
     def check_finite(self, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():

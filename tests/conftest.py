@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -45,24 +46,49 @@ def transition(obs, action, reward, next_obs, terminated=False, truncated=False)
                       np.full(rows, terminated), np.full(rows, truncated))
 
 
-def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed `rlrun` command in `cwd` and capture its output."""
-    return subprocess.run([RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
+def run_rlrun(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
+              command: str = "rlrun") -> subprocess.CompletedProcess:
+    """Run the installed `rlrun` command (or rlrun-eval, rlrun-report) in `cwd` and capture its output."""
+    return subprocess.run([str(Path(RLRUN).parent / command), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
 
 
-def kill_after_first_checkpoint(args: list[str], run_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
-    """Start `rlrun *args` (writing into `run_dir`) and SIGKILL it at a random moment after its first last.pt."""
-    process = subprocess.Popen([RLRUN, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})})
-    last = run_dir / "checkpoints" / "last.pt"
-    while not last.exists():
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.5))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists()  # it died before the end
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` and its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
+    """A refusal as the user sees it: the exit code, one line on stderr that holds `message`, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("rlrun") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def stoppable(env_id: str) -> list[str]:
+    """The overrides that run `env_id` inside RlrunTest/StopsAtStep-v0, where killed_at() can stop it."""
+    return ["env=gym", "env.id=rlrun_test_envs:RlrunTest/StopsAtStep-v0", f"+env.kwargs.wraps={env_id}"]
+
+
+def killed_at(stop: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    """Start `rlrun *args`, wait until it stops at `stop` (RLRUN_TEST_STOP in rlrun_test_envs: a step after a
+    checkpoint, or a moment of a checkpoint write), and SIGKILL it there: a kill at a known point of the run, not
+    after a delay."""
+    marker = cwd / f".stopped-{uuid.uuid4().hex}"
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([RLRUN, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {}),
+                                        "RLRUN_TEST_STOP": stop, "RLRUN_TEST_STOPPED": str(marker)})
+        while not marker.exists():
+            if process.poll() is not None:
+                stderr.seek(0)
+                raise AssertionError(f"rlrun ended (exit code {process.returncode}) before it reached {stop}: "
+                                     f"{stderr.read()}")
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    marker.unlink()
 
 
 def read_summary(run_dir: Path) -> dict:

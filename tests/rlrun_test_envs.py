@@ -1,11 +1,90 @@
-"""Environments for the tests; importing this module registers them (also as `rlrun_test_envs:<id>`)."""
+"""Environments for the tests; importing this module registers them (also as `rlrun_test_envs:<id>`).
+
+It also lets a test stop an rlrun process at a known point, to kill it there whatever the machine's speed:
+with RLRUN_TEST_STOP set, the process creates the file RLRUN_TEST_STOPPED and waits (until it is killed; once: not
+where that file already exists) at
+
+    steps:<n>:<k>   the k-th env step of a RlrunTest/StopsAtStep-v0 env after the n-th last.pt is written (n = 0:
+                    from the start; evaluation steps count too)
+    write:<n>       the n-th checkpoint write (any .pt), its temp file just created, still empty
+    rename:<n>      the n-th checkpoint write, its temp file written and synced, before the rename over the old file
+"""
 
 import gc
+import os
+import sys
 import time
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+STOP = os.environ.get("RLRUN_TEST_STOP", "")
+checkpoints_written = 0   # last.pt renames in this process
+checkpoint_temp_files = {"write": 0, "rename": 0}
+steps_after_checkpoint = 0
+temp_file_opening = False  # a checkpoint's temp file is being created
+
+
+def wait_to_be_killed() -> None:
+    """Stop here once: a process that finds the file made (a job requeued after the stop) goes on."""
+    if os.path.exists(os.environ["RLRUN_TEST_STOPPED"]):
+        return
+    with open(os.environ["RLRUN_TEST_STOPPED"], "w") as marker:
+        marker.write(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+def is_checkpoint_temp_file(path) -> bool:
+    name = os.path.basename(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else ""
+    return isinstance(name, str) and name.startswith(".") and ".pt." in name and name.endswith(".rlrun-tmp")
+
+
+def stop_at_checkpoint_writes(event: str, args: tuple) -> None:
+    """An audit hook: sees the temp files of checkpoint writes created (the audit event of os.open comes before the
+    file exists: the stop waits for the os.fdopen that follows) and renamed."""
+    global checkpoints_written, temp_file_opening
+    if event == "open" and isinstance(args[0], int) and temp_file_opening:
+        temp_file_opening = False
+        checkpoint_temp_files["write"] += 1
+        if STOP == f"write:{checkpoint_temp_files['write']}":
+            wait_to_be_killed()
+    if event not in ("open", "os.rename") or not args or not is_checkpoint_temp_file(args[0]):
+        return
+    if event == "open":
+        temp_file_opening = bool((args[2] or 0) & os.O_CREAT)
+        return
+    checkpoint_temp_files["rename"] += 1
+    if STOP == f"rename:{checkpoint_temp_files['rename']}":
+        wait_to_be_killed()
+    if os.path.basename(os.fspath(args[0])).startswith(".last.pt."):
+        checkpoints_written += 1
+
+
+if STOP:
+    sys.addaudithook(stop_at_checkpoint_writes)
+
+
+class StopsAtStep(gym.Wrapper):
+    """The gymnasium env `wraps` (made with the other keyword arguments), stepping as it does, where a test can stop
+    the process (RLRUN_TEST_STOP=steps:<n>:<k>)."""
+
+    def __init__(self, wraps: str, **kwargs):
+        super().__init__(gym.make(wraps, **kwargs))
+
+    def step(self, action):
+        global steps_after_checkpoint
+        if STOP.startswith("steps:"):
+            after, at = (int(part) for part in STOP.split(":")[1:])
+            if checkpoints_written >= after:
+                steps_after_checkpoint += 1
+                if steps_after_checkpoint == at:
+                    wait_to_be_killed()
+        return self.env.step(action)
+
+
+gym.register("RlrunTest/StopsAtStep-v0", entry_point=StopsAtStep)
 
 
 class Corridor(gym.Env):

@@ -183,7 +183,7 @@ ERRORS = {
     "unknown gymnasium id": (["env=gym", "env.id=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean CartPole-v1"),
     "gymnasium id given as config": (["env=Blackjack-v1"], "env=gym env.id=Blackjack-v1"),
     "missing env id": (["env=gym"], "env.id is required"),
-    "module that does not import": (["env=gym", "env.id=no_such_module:Foo-v0"], "cannot import module 'no_such_module'"),
+    "module that does not import": (["env=gym", "env.id=no_such_module:Foo-v0"], "there is no module 'no_such_module'"),
     "unsupported observations": (["env=gym", "env.id=rlrun_test_envs:RlrunTest/DictObservations-v0"],
                                  "does not support Dict observations"),
     "gamma above 1": (["algo.gamma=1.5"], "algo.gamma=1.5 is invalid: it must be a number in [0, 1]"),

@@ -9,31 +9,33 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import kill_after_first_checkpoint, read_summary, run_rlrun
+from conftest import killed_at, read_summary, run_rlrun, stoppable
 
 USER_FOLDER = Path(__file__).parent / "external_algorithm"
 AS_A_USER = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(USER_FOLDER)])}
 RUN = ["--config-dir", str(USER_FOLDER), "algo=hill_climbing", "env=CartPole-v1", "total_steps=6000",
        "eval.every=2000", "checkpoint.every=2000", "seed=0", "progress=false"]
+KILLABLE = [*RUN, *stoppable("CartPole-v1")]  # the same CartPole, where the test can kill the run at a known step
 SAME = ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return")
 
 
 def test_an_algorithm_from_outside_the_package_trains_and_resumes_exactly(tmp_path):
-    whole = run_rlrun(*RUN, "hydra.run.dir=whole", cwd=tmp_path, env=AS_A_USER)
+    whole = run_rlrun(*KILLABLE, "hydra.run.dir=whole", cwd=tmp_path, env=AS_A_USER)
     assert whole.returncode == 0, whole.stderr
-    assert "hill_climbing on CartPole-v1 (no tuned preset), 6000 steps" in whole.stdout
+    assert "hill_climbing on rlrun_test_envs:RlrunTest/StopsAtStep-v0 (no tuned preset), 6000 steps" in whole.stdout
     expected = read_summary(tmp_path / "whole")
     assert expected["final_eval"]["mean_return"] >= 475  # hill climbing solves CartPole in a few thousand steps
 
-    kill_after_first_checkpoint([*RUN, "hydra.run.dir=killed"], tmp_path / "killed", tmp_path, env=AS_A_USER)
+    killed_at("steps:1:300", [*KILLABLE, "hydra.run.dir=killed"], tmp_path, env=AS_A_USER)
+    assert not (tmp_path / "killed" / "summary.json").exists()
     resumed = run_rlrun("--config-dir", str(USER_FOLDER), "resume=killed", cwd=tmp_path, env=AS_A_USER)
     assert resumed.returncode == 0, resumed.stderr
     got = read_summary(tmp_path / "killed")
     assert {key: got[key] for key in SAME} == {key: expected[key] for key in SAME}
 
     rlrun_eval = str(Path(sys.executable).parent / "rlrun-eval")
-    evaluated = subprocess.run([rlrun_eval, "killed", "episodes=3"], cwd=tmp_path, capture_output=True, text=True,
-                               timeout=120, env={**os.environ, **AS_A_USER})
+    evaluated = subprocess.run([rlrun_eval, "killed", "--config-dir", str(USER_FOLDER), "episodes=3"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120, env={**os.environ, **AS_A_USER})
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stdout.startswith("rlrun-eval: 500.00 +- 0.00 over 3 episodes")
 

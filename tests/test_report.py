@@ -94,4 +94,4 @@ def test_metric_and_threshold_options(reinforce_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "solved (charts/episodic_return)" in result.stdout and "0/1 (>= 100000.0)" in result.stdout
     missing = subprocess.run([REPORT, str(out), "--metric", "charts/nope"], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 1 and "no run under" in missing.stderr and "charts/nope" in missing.stderr
+    assert missing.returncode == 2 and "no run under" in missing.stderr and "charts/nope" in missing.stderr

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlrun.cli  # noqa: F401  (registers the path_safe resolver)
-from conftest import RLRUN, read_summary, run_rlrun
+from conftest import RLRUN, read_summary, run_rlrun, stoppable
 from rlrun.checks import packaged_configs
 from rlrun.run import build_agent, check_config
 
@@ -108,7 +108,8 @@ def test_optuna_search_continues_its_sqlite_study_and_survives_failed_trials(tmp
     (tmp_path / "conf" / "sweep" / "gamma_search.yaml").write_text(GAMMA_SEARCH)
     second = run_rlrun("-m", "--config-dir", "conf", "+sweep=gamma_search", storage, "hydra.sweeper.n_trials=2",
                        "hydra.sweep.dir=second", *TINY, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 2, second.stderr  # the search ran to its end; a trial's value was refused
+    assert "rlrun: error: algo.gamma=1.5 is invalid" in second.stderr
     trials = optuna_trials(tmp_path / "study.db", "reinforce_cartpole")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
     jobs = {name.split(",")[1]: run_dir for name, run_dir in job_dirs(tmp_path / "second").items()}
@@ -193,14 +194,17 @@ def children(pid: int) -> list[int]:
 def test_a_preempted_submitit_job_is_requeued_and_resumes_in_its_own_folder(tmp_path):
     """SLURM's preemption/timeout signal (USR2), here sent to a submitit_local job: submitit requeues it with the
     same arguments, and it resumes from the last checkpoint in its own folder."""
-    sweep = subprocess.Popen([RLRUN, "-m", "seed=0", "hydra/launcher=submitit_local", "hydra.sweep.dir=sweep",
-                              "total_steps=20000", "eval.every=10000", "checkpoint.every=4000"], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    job = tmp_path / "sweep" / "checkpoint.every=4000,eval.every=10000,seed=0,total_steps=20000"
-    deadline = time.monotonic() + 120
-    while not (job / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+    stopped = tmp_path / ".stopped"  # the job waits a few steps after its first checkpoint, until the signal
+    sweep = subprocess.Popen([RLRUN, "-m", "seed=0", *stoppable("CartPole-v1"), "hydra/launcher=submitit_local",
+                              "hydra.sweep.dir=sweep", "hydra.sweep.subdir=job", "total_steps=20000",
+                              "eval.every=10000", "checkpoint.every=4000"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent),
+                                  "RLRUN_TEST_STOP": "steps:1:10", "RLRUN_TEST_STOPPED": str(stopped)})
+    job = tmp_path / "sweep" / "job"
+    while not stopped.exists():
+        assert sweep.poll() is None, sweep.stderr.read()
         time.sleep(0.2)
-    assert sweep.poll() is None, "the job ended before it could be preempted"
     (controller,) = [int(path.name) for path in (tmp_path / "sweep" / ".submitit").iterdir() if path.name.isdigit()]
     (task,) = children(controller)
     os.kill(task, signal.SIGUSR2)
