@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlrun.arguments import CommandLine, compose_config, saved_overrides
 from rlrun.checks import run_folder_of
 from rlrun.errors import ConfigError, user_errors
 from rlrun.run import build_agent, exit_without_teardown, fixed_key_changed, value_at
@@ -40,8 +41,6 @@ def main() -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return
-    from rlrun.cli import CommandLine
-
     with user_errors("rlrun-eval"):
         command = CommandLine.parse(argv[1:])
         result = evaluate_saved_agent(Path(argv[0]), command.config_dirs(), **options(command.override_texts))
@@ -76,8 +75,6 @@ def locate(path: Path) -> tuple[Path, Path]:
 def run_config(run_dir: Path, config_dirs: list[Path]) -> DictConfig:
     """The run's config, composed again from rlrun's config groups and `config_dirs` with the run's own overrides
     (.hydra/overrides.yaml of the run folder, or of the job folder above a `seed=<s>` run of sweep.seeds_per_trial)."""
-    from rlrun.cli import compose_config, saved_overrides
-
     if (run_dir / ".hydra" / "overrides.yaml").is_file():
         return compose_config(saved_overrides(run_dir), config_dirs)
     if re.fullmatch(r"seed=\d+", run_dir.name) and (run_dir.parent / ".hydra" / "overrides.yaml").is_file():
@@ -141,7 +138,7 @@ def check_video_support() -> None:
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame renders off screen: no sound card, no display
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        import moviepy  # noqa: F401
+        import moviepy  # noqa: F401  (imported to learn that it is installed)
         import PIL  # noqa: F401
     except ModuleNotFoundError as error:
         raise ConfigError(f"video=true needs {error.name}, which is not installed: pip install 'rlrun[video]', or "
