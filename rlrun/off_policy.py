@@ -69,7 +69,7 @@ class OffPolicyActorCritic(Agent):
         self.encode = ObservationEncoder(observation_space, self.device)
         if not isinstance(self.encode.input_shape, int):
             raise ConfigError(f"algo={algo_name} takes vector observations (its critic reads the observation and the "
-                              "action side by side); for image observations use algo=a2c or algo=reinforce")
+                              "action side by side); for image observations use algo=ppo, algo=a2c or algo=reinforce")
         self.obs_dim, self.action_dim, self.action_shape = self.encode.input_shape, len(low), action_space.shape
         self.low, self.high = (torch.as_tensor(bound, dtype=torch.float32, device=self.device) for bound in (low, high))
         obs_shape, obs_dtype = observation_space.shape, observation_space.dtype
