@@ -103,3 +103,14 @@ def reinforce_run(tmp_path_factory) -> Path:
                        "hydra.run.dir=run", cwd=workdir)
     assert result.returncode == 0, result.stderr
     return workdir / "run"
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """The URI of a real `mlflow server` on a free 127.0.0.1 port, for the tests of one module."""
+    from tracking_readers import mlflow_server
+
+    server, uri = mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield uri
+    server.terminate()
+    server.wait(timeout=60)

@@ -13,7 +13,7 @@ import pytest
 
 from rlrun.errors import ConfigError
 from rlrun.tracking import start_tracker
-from tracking_readers import mlflow_server, wandb_curve, wandb_offline_runs
+from tracking_readers import wandb_curve, wandb_offline_runs
 
 CONFIG = {"seed": 0, "total_steps": 700, "algo": {"lr": 0.001, "gamma": 0.99}, "env": {"id": "CartPole-v1"}}
 WANDB = {"backend": "wandb", "project": "rlrun-test", "entity": None, "mode": "offline", "dir": None, "tags": ["test"],
@@ -91,14 +91,6 @@ def test_wandb_offline_run_resumed_without_rewind_continues_the_same_run(tmp_pat
     assert first["run"].run_id == second["run"].run_id == run_id
     assert second["run"].resume and not second["run"].HasField("branch_point")
     assert sorted(second["history"]) == [400, 500, 600, 700]
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server, uri = mlflow_server(tmp_path_factory.mktemp("mlflow"))
-    yield uri
-    server.terminate()
-    server.wait(timeout=60)
 
 
 def test_mlflow_run_resumed_from_a_checkpoint_is_one_curve_under_its_sweeps_parent(tmp_path, mlflow_uri):

@@ -14,7 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import RLRUN, run_rlrun
-from tracking_readers import mlflow_server, wandb_curve, wandb_offline_runs
+from tracking_readers import wandb_curve, wandb_offline_runs
 
 RUN = ["algo=reinforce", "env=CartPole-v1", "total_steps=8000", "checkpoint.every=2000", "eval.every=2000", "seed=0",
        "progress=false", "hydra.run.dir=killed"]
@@ -63,14 +63,6 @@ def test_a_killed_and_resumed_run_is_one_curve_in_wandb(tmp_path):
     assert second["run"].branch_point.value % 2000 == 0  # rewound to the checkpoint it resumed from
     for tag in ("eval/mean_return", "charts/episodic_return"):
         assert_same_curve(wandb_curve(folder, tag), tensorboard_curve(folder, tag))
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server, uri = mlflow_server(tmp_path_factory.mktemp("mlflow"))
-    yield uri
-    server.terminate()
-    server.wait(timeout=60)
 
 
 def test_a_killed_and_resumed_run_is_one_curve_in_mlflow(tmp_path, mlflow_uri):
