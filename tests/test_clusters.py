@@ -74,8 +74,7 @@ def test_a_slurm_sweep_runs_each_job_on_the_cluster_and_rlrun_report_reads_it(sl
 def test_a_failing_slurm_job_is_recorded_and_the_other_job_runs_to_the_end(slurm, tmp_path):
     result = run_rlrun("-m", "hydra/launcher=submitit_slurm", "hydra.sweep.dir=sweep", "algo.lr=-1,0.001", *TINY,
                        cwd=tmp_path)
-    assert result.returncode == 1
-    assert "ConfigError: algo.lr=-1 is invalid" in result.stderr
+    assert result.returncode == 0  # the refused job ran on the cluster: its line is in its SLURM log, its error.txt here
     jobs = {name.split(",")[0]: run_dir for name, run_dir in job_dirs(tmp_path / "sweep").items()}
     assert "ConfigError: algo.lr=-1 is invalid" in (jobs["algo.lr=-1"] / "error.txt").read_text()
     assert not (jobs["algo.lr=-1"] / "summary.json").exists()
@@ -178,7 +177,8 @@ def test_a_ray_sweep_runs_its_jobs_on_a_running_ray_cluster_and_records_the_fail
     result = run_rlrun("-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto",
                        f"hydra.sweep.dir={tmp_path / 'sweep'}", "algo.lr=-1,0.001", "seed=0,1", *TINY,
                        cwd=tmp_path, env=LOOPBACK_RAY)
-    assert result.returncode == 1
+    assert result.returncode == 0  # the refused jobs ran on Ray workers: their lines and error.txt files tell
+    assert "rlrun: error: algo.lr=-1 is invalid" in result.stderr  # Ray forwards its workers' output
     assert "Connecting to existing Ray cluster at address: 127.0.0.1:" in result.stderr
     jobs = job_dirs(tmp_path / "sweep")
     assert len(jobs) == 4

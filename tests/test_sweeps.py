@@ -130,14 +130,15 @@ def test_dqn_search_adds_trials_to_its_study_and_records_a_failed_trial(tmp_path
     second = run_rlrun("-m", "+sweep=dqn_cartpole", storage, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=second",
                        "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=1", "torch_threads=choice(1,0)",
                        *TINY, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 2, second.stderr  # the search went on; the refused trial's line is its answer
     trials = optuna_trials(tmp_path / "study.db", "dqn_cartpole")
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
     assert {t.params["torch_threads"]: t.state.name for t in trials[3:]} == {0: "FAIL", 1: "COMPLETE"}
     for job in (tmp_path / "second").glob("[0-9]"):  # the job folders 0 and 1 of the second call
         number = OmegaConf.load(job / ".hydra" / "config.yaml").sweep.trial.number
         assert (job / "error.txt").exists() == (trials[number].state.name == "FAIL")
-    assert "Trial 3 failed (ConfigError: torch_threads=0 is invalid" in second.stdout + second.stderr
+    assert "rlrun: error: torch_threads=0 is invalid" in second.stderr
+    assert "Trial 3 failed (a user error, its line above)" in second.stdout + second.stderr
 
 
 BAD_PARAMS = """\

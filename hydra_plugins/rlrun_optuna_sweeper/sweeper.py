@@ -68,14 +68,20 @@ class OptunaSweeper(Sweeper):
             job_number += len(batch)
             for trial, job in zip(trials, returns):
                 try:
-                    study.tell(trial, job.return_value)  # return_value raises the job's exception
+                    value = job.return_value  # raises the job's exception
                 except optuna.TrialPruned:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    continue
                 except Exception as error:
+                    value, why = None, f"{type(error).__name__}: {error}"
+                else:
+                    why = "a user error, its line above"  # a job stopped by a user error returns no value
+                if value is None:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    log.warning(f"Trial {trial.number} failed ({type(error).__name__}: {error}); "
-                                f"its overrides: {' '.join(job.overrides)}")
+                    log.warning(f"Trial {trial.number} failed ({why}); its overrides: {' '.join(job.overrides)}")
                     failed += 1
+                else:
+                    study.tell(trial, value)
             done += len(batch)
             if failed / done > self.max_failure_rate:
                 raise RuntimeError(f"{failed} of {done} trials failed, more than hydra.sweeper.max_failure_rate="
