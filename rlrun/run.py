@@ -48,7 +48,9 @@ def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None
     subfolders `seed=<s>`, returning the mean of their final eval returns, a steadier objective for a search.
     `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none;
     `sweep` names the sweep the job belongs to (its runs form one group in a tracker), None for a single run."""
-    check_config(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_config(config)
+    log_config_warnings(config)
     if cfg.sweep.seeds_per_trial == 1:
         return train(cfg, job_dir, algo_name, preset, sweep)
     seeds = range(cfg.seed, cfg.seed + cfg.sweep.seeds_per_trial)
@@ -80,7 +82,7 @@ def hyperparameters(algo: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """The run's keys and the algorithm's hyperparameters against their rules; the algorithm's warnings logged."""
+    """The run's keys and the algorithm's hyperparameters against their rules."""
     check("", config, RUN_RULES)
     agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
     check("algo", values, agent_class.hyperparameter_rules)
@@ -88,6 +90,11 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError(f"algo.batch_size={values['batch_size']} is larger than algo.buffer_size="
                           f"{values['buffer_size']}: training would never start; lower algo.batch_size or raise "
                           "algo.buffer_size")
+
+
+def log_config_warnings(config: dict[str, Any]) -> None:
+    """The algorithm's warnings about its hyperparameters, once per job."""
+    agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
     for warning in filter(None, (make_warning(values) for make_warning in agent_class.config_warnings)):
         log.warning("warning: %s", warning)
 
