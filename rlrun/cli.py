@@ -42,7 +42,10 @@ def main() -> None:
             raise ConfigError(f"{folder_key}= is empty: give the folder to write in ({folder_key}=<folder>), or leave "
                               "it out for a new folder under outputs/")
         if command.multirun:
-            check_launcher(next(iter(command.choices("hydra/launcher")), None))
+            launcher = next(iter(command.choices("hydra/launcher")), None)
+            check_launcher(launcher)
+            if launcher in ("ray", "ray_aws"):
+                argv = [*(arg for arg in argv if not arg.startswith("hydra.sweep.dir=")), absolute_sweep_folder(command)]
         if not command.prints_only:
             check_output_folder(command.value(folder_key) or "outputs")
             if not command.multirun and not OTHER_CONFIG_FLAGS & {flag.split("=")[0] for flag in command.flags}:
@@ -66,6 +69,18 @@ def check_single_run(command: CommandLine) -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     run.check_before_start(cfg, run_dir, algo_name)
+
+
+def absolute_sweep_folder(command: CommandLine) -> str:
+    """The override that roots a relative sweep folder at the working folder: Ray's workers run elsewhere and would
+    resolve a relative one in their own working folder."""
+    folder = command.value("hydra.sweep.dir")
+    if folder is None:
+        primary = OmegaConf.create((importlib.resources.files("rlrun.configs") / "config.yaml").read_text())
+        folder = OmegaConf.to_container(primary.hydra.sweep)["dir"]  # unresolved: ${now:...} resolves in the sweep
+    if not Path(folder).is_absolute():
+        folder = f"{Path.cwd()}/{folder}"
+    return "hydra.sweep.dir='" + folder.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_arguments(argv: list[str]) -> list[str]:

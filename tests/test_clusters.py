@@ -190,10 +190,8 @@ def test_a_ray_sweep_runs_its_jobs_on_a_running_ray_cluster_and_records_the_fail
     assert {read_summary(run_dir)["seed"] for name, run_dir in jobs.items() if "lr=0.001" in name} == {0, 1}
 
 
-@pytest.mark.xfail(strict=True, reason="rlrun passes a relative hydra.sweep.dir (the default outputs/multirun/...) "
-                                       "to Ray's workers, which resolve it in their own working directory")
-def test_a_ray_sweep_with_a_relative_sweep_folder_writes_its_jobs_there(ray_cluster, tmp_path):
-    result = run_rlrun("-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto", "hydra.sweep.dir=sweep",
-                       "seed=0", *TINY, cwd=tmp_path, env=LOOPBACK_RAY)
+def test_a_ray_sweep_in_the_default_relative_folder_writes_its_jobs_under_the_working_folder(ray_cluster, tmp_path):
+    result = run_rlrun("-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto", "seed=0", *TINY,
+                       cwd=tmp_path, env=LOOPBACK_RAY)
     assert result.returncode == 0, result.stderr
-    assert len(job_dirs(tmp_path / "sweep")) == 1
+    assert len(job_dirs(next((tmp_path / "outputs" / "multirun").glob("*/*")))) == 1
