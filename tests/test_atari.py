@@ -194,7 +194,7 @@ def agent_modules(agent):
     return [module for value in vars(agent).values() if isinstance(value, torch.nn.Module) for module in value.modules()]
 
 
-@pytest.mark.parametrize("algo", ["dqn", "a2c"])
+@pytest.mark.parametrize("algo", ["dqn", pytest.param("a2c", marks=pytest.mark.slow)])  # a2c: test_pixels has its CNN
 def test_dqn_and_a2c_train_checkpoint_and_resume_on_pong(tmp_path, algo):
     args = [f"algo={algo}", "env=atari", "env.id=ALE/Pong-v5", "env.max_episode_steps=100", "eval.every=200",
             "eval.episodes=1", "checkpoint.every=200", "progress=false",

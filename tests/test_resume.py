@@ -70,14 +70,16 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, algo):
     sps_steps = scalar_steps(tmp_path / "killed", "charts/SPS")
     assert sps_steps == sorted(set(sps_steps)) == scalar_steps(tmp_path / "whole", "charts/SPS")
 
-    evaluated = subprocess.run([RLRUN_EVAL, "killed", "episodes=3", "video=true"], cwd=tmp_path,
+    with_video = algo == "reinforce"  # the video comes from the env's frames, whatever the algorithm
+    evaluated = subprocess.run([RLRUN_EVAL, "killed", "episodes=3", f"video={str(with_video).lower()}"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=300, env=WITH_TEST_ENVS)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "over 3 episodes" in evaluated.stdout
-    (video,) = (tmp_path / "killed" / "videos").glob("*.mp4")
-    assert video.stat().st_size > 1000
-    assert "eval/video" in EventAccumulator(str(tmp_path / "killed")).Reload().Tags()["tensors"] + \
-        EventAccumulator(str(tmp_path / "killed")).Reload().Tags()["images"]
+    if with_video:
+        (video,) = (tmp_path / "killed" / "videos").glob("*.mp4")
+        assert video.stat().st_size > 1000
+        tags = EventAccumulator(str(tmp_path / "killed")).Reload().Tags()
+        assert "eval/video" in tags["tensors"] + tags["images"]
 
 
 @pytest.fixture(scope="module")

@@ -311,6 +311,7 @@ def test_records_are_written_with_the_umask_s_mode(finished):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
+@pytest.mark.slow
 def test_ten_kills_at_random_points_resume_to_the_same_summary(tmp_path):
     """Ten SIGKILLs, one after each resume, at random known points (a step after a checkpoint, or inside a
     checkpoint write), then a last resume to the end: the summary of an uninterrupted run, and no temp file."""
