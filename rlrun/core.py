@@ -75,8 +75,9 @@ class Agent(ABC):
 
     `observation_spaces` and `action_spaces` list the gymnasium space types it supports; they are checked
     before the training envs are built. `hyperparameter_rules` maps hyperparameter names to the rule their
-    values must satisfy (rlrun.validation); keys without a rule are passed as they are. `config_warnings`
-    are functions of the hyperparameters that return a warning to show before the run starts, or None.
+    values must satisfy (rlrun.validation); keys without a rule are passed as they are. `config_checks` are
+    functions of the hyperparameters that return why they cannot work together (a refused start), or None;
+    `config_warnings` the same for a warning to show before the run starts.
 
     `observe` decides by itself when to learn and returns the metrics to log: a name without a slash is
     logged as `losses/<name>`, a name with one (`charts/epsilon`) as it is. Agents never log or write files.
@@ -97,6 +98,7 @@ class Agent(ABC):
     observation_spaces: ClassVar[tuple[type, ...]]
     action_spaces: ClassVar[tuple[type, ...]]
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = {}
+    config_checks: ClassVar[tuple[Callable[[Mapping[str, Any]], str | None], ...]] = ()
     config_warnings: ClassVar[tuple[Callable[[Mapping[str, Any]], str | None], ...]] = ()
 
     gamma: float | None = None

@@ -30,7 +30,8 @@ from rlrun.errors import ConfigError
 from rlrun.exploration import NOISE_TYPES, ActionNoise
 from rlrun.networks import BoundedActor, ObservationEncoder, finite_bounds, target_copy
 from rlrun.returns import intervals_passed, replay_ratio_warning
-from rlrun.validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
+from rlrun.validation import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+                              batch_fits_in_buffer, one_of)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class OffPolicyActorCritic(Agent):
         "gamma": UNIT_INTERVAL, "buffer_size": POSITIVE_INT, "batch_size": POSITIVE_INT,
         "learning_starts": NON_NEGATIVE_INT, "train_every": POSITIVE_INT, "gradient_steps": POSITIVE_INT,
         "tau": UNIT_INTERVAL}
+    config_checks = (batch_fits_in_buffer,)
     config_warnings = (replay_ratio_warning,)
     checkpointed: ClassVar[tuple[str, ...]]  # attributes whose state_dict goes into the checkpoint
 

@@ -86,10 +86,8 @@ def check_config(config: dict[str, Any]) -> None:
     check("", config, RUN_RULES)
     agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
     check("algo", values, agent_class.hyperparameter_rules)
-    if values.get("batch_size", 0) > values.get("buffer_size", float("inf")):
-        raise ConfigError(f"algo.batch_size={values['batch_size']} is larger than algo.buffer_size="
-                          f"{values['buffer_size']}: training would never start; lower algo.batch_size or raise "
-                          "algo.buffer_size")
+    for problem in filter(None, (check_values(values) for check_values in agent_class.config_checks)):
+        raise ConfigError(problem)
 
 
 def log_config_warnings(config: dict[str, Any]) -> None:

@@ -47,6 +47,15 @@ def optional(rule: Rule) -> Rule:
     return Rule(f"{rule.must_be} or null", rule.holds, nullable=True, problem=rule.problem)
 
 
+def batch_fits_in_buffer(values: Mapping[str, Any]) -> str | None:
+    """A replay algorithm's config check: a minibatch larger than the replay memory is never sampled."""
+    batch_size, buffer_size = values.get("batch_size"), values.get("buffer_size")
+    if batch_size is None or buffer_size is None or batch_size <= buffer_size:  # a left-out key takes its default
+        return None
+    return (f"algo.batch_size={batch_size} is larger than algo.buffer_size={buffer_size}: training would never "
+            "start; lower algo.batch_size or raise algo.buffer_size")
+
+
 def check(section: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
     """Every value of `values` that has a rule satisfies it; dotted rule names reach into nested sections."""
     for name, rule in rules.items():

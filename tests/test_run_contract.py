@@ -196,6 +196,8 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tiny_disk, tmp_path)
 BAD_INPUT = {
     "batch larger than the buffer": (["algo=dqn", "algo.batch_size=5000", "algo.buffer_size=1000"],
                                      "algo.batch_size=5000 is larger than algo.buffer_size=1000"),
+    "sac batch larger than the buffer": (["algo=sac", "env=Pendulum-v1", "algo.batch_size=300", "algo.buffer_size=200"],
+                                         "algo.batch_size=300 is larger than algo.buffer_size=200"),
     "negative seed": (["seed=-1"], "seed=-1 is invalid: it must be an integer >= 0"),
     "huge seed": (["seed=1e30"], "seed=1e+30 is invalid: it must be an integer >= 0"),
     "seed that is not a number": (["seed=abc"], "seed='abc' is invalid"),

@@ -56,8 +56,8 @@ from rlrun.exploration import epsilon_greedy
 from rlrun.networks import OPTIMIZERS, ObservationEncoder, is_image, make_optimizer
 from rlrun.returns import intervals_passed, n_step_return, polyak_update, replay_ratio_warning
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule, schedule_from
-from rlrun.validation import (BOOLEAN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of,
-                              optional)
+from rlrun.validation import (BOOLEAN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+                              batch_fits_in_buffer, one_of, optional)
 
 LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
 MNIH_RMSPROP = {"alpha": 0.95, "centered": True}
@@ -73,6 +73,7 @@ class DQN(Agent):
         "tau": UNIT_INTERVAL, "epsilon.decay_steps": POSITIVE_INT, "double": BOOLEAN, "dueling": BOOLEAN,
         "n_step": POSITIVE_INT, "loss": one_of(LOSSES), "max_grad_norm": optional(POSITIVE),
         "lr_schedule": one_of(LR_SCHEDULES)}
+    config_checks = (batch_fits_in_buffer,)
     config_warnings = (replay_ratio_warning,)
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Discrete, context: RunContext,
