@@ -20,6 +20,7 @@ import os
 import pickle
 import random
 import secrets
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -132,12 +133,14 @@ def tensor_bytes(node: Any) -> int:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU without executing any code stored in it."""
+    """Read a checkpoint onto the CPU without executing any code stored in it. The tensors of a checkpoint in
+    torch's zip format are mapped from the file and read as they are used: a resume's early checks open one
+    with a GB-sized replay buffer without reading that buffer."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; give the path of a .pt file written by rlrun")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
         raise ConfigError(f"checkpoint {path} cannot be read safely ({why_unreadable(error)}); it is corrupt or not "
                           "an rlrun checkpoint") from error
