@@ -70,6 +70,10 @@ def one_line(error: BaseException) -> str:
     return str(error)
 
 
+class StoppedOnPurpose(Exception):
+    """Base of what stops a job that has not failed (a trial an Optuna pruner stopped): no error.txt."""
+
+
 @contextmanager
 def failure_recorded(job_dir: Path) -> Iterator[None]:
     """A sweep job that raises leaves the traceback in `error.txt` in its folder (rlrun-report lists it as failed).
@@ -80,6 +84,8 @@ def failure_recorded(job_dir: Path) -> Iterator[None]:
     (job_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of a requeued job
     try:
         yield
+    except StoppedOnPurpose:
+        raise
     except Exception:
         (job_dir / "error.txt").write_text(traceback.format_exc())
         raise

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra_plugins.rlrun_optuna_sweeper.sweeper import PRUNER_ATTR
+from rlrun.errors import StoppedOnPurpose
 
 FIRST_SEED_ATTR = "first_seed"
 
@@ -42,10 +43,13 @@ def evaluation_reporter(config: dict[str, Any]) -> Callable[[int, float], None] 
         trial.set_user_attr(FIRST_SEED_ATTR, config["seed"])
     offset = (config["seed"] - trial.user_attrs[FIRST_SEED_ATTR]) * config["total_steps"]
 
+    class Pruned(optuna.TrialPruned, StoppedOnPurpose):
+        """Recorded as PRUNED by the sweeper, not as a failed job."""
+
     def report(env_steps: int, mean_eval_return: float) -> None:
         trial.report(mean_eval_return, offset + env_steps)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"trial {where['number']} pruned at env step {env_steps} (seed {config['seed']}) "
+            raise Pruned(f"trial {where['number']} pruned at env step {env_steps} (seed {config['seed']}) "
                                      f"with eval return {mean_eval_return:.2f}")
 
     return report

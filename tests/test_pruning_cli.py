@@ -28,3 +28,4 @@ def test_a_search_with_a_pruner_stops_trials_at_an_evaluation_and_records_them_a
     for job in ("0", "1"):  # the first seed stopped at its first evaluation: no final summary, no second seed
         assert not (tmp_path / "sweep" / job / "seed=0" / "summary.json").exists()
         assert not (tmp_path / "sweep" / job / "seed=1").exists()
+        assert not (tmp_path / "sweep" / job / "error.txt").exists()  # pruned, not failed
