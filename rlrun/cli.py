@@ -41,6 +41,9 @@ def main() -> None:
         if command.value(folder_key) == "":
             raise ConfigError(f"{folder_key}= is empty: give the folder to write in ({folder_key}=<folder>), or leave "
                               "it out for a new folder under outputs/")
+        if command.multirun and command.prints_only:
+            raise ConfigError("-m runs a sweep and --cfg, --info print one config: leave out -m to see the config of "
+                              "one job (rlrun --cfg job seed=0), or --cfg to run the sweep")
         if command.multirun:
             launcher = next(iter(command.choices("hydra/launcher")), None)
             check_launcher(launcher)

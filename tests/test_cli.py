@@ -215,6 +215,7 @@ ERRORS = {
     "unknown sweep": (["-m", "+sweep=dqn_cartpol"], "unknown sweep 'dqn_cartpol': did you mean +sweep=dqn_cartpole"),
     "unknown algo in a sweep": (["-m", "algo=a2c,dqnn"], "unknown algo 'dqnn': did you mean algo=dqn?"),
     "unknown env in a sweep": (["-m", "env=CartPole-v1,Acrobt-v1"], "did you mean env=Acrobot-v1?"),
+    "sweep and --cfg": (["-m", "seed=0,1", "--cfg", "job"], "leave out -m to see the config of one job"),
 }
 
 
