@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -259,13 +260,14 @@ class Recorder:
         return summary
 
     def write_hparams_metrics(self, summary: dict[str, Any]) -> None:
-        """The HParams dashboard's metrics (SUMMARY_METRICS), at the run's last step; the steps and seconds to the
-        solve threshold only when the run reached it."""
+        """The HParams dashboard's metrics (SUMMARY_METRICS), at the run's last step; the steps and training seconds
+        to the solve threshold are NaN where the run never reached it (or the env has none), so that their columns
+        are there for every sweep."""
+        solved = self.solved_at or {"env_steps": math.nan, "train_seconds": math.nan}
         metrics = {"summary/final_eval_return": summary["final_eval"]["mean_return"],
                    "summary/best_eval_return": summary["best_eval_return"],
+                   "summary/steps_to_threshold": solved["env_steps"],
+                   "summary/seconds_to_threshold": solved["train_seconds"],
                    "summary/steps_per_second": summary["steps_per_second"]}
-        if self.solved_at is not None:
-            metrics["summary/steps_to_threshold"] = self.solved_at["env_steps"]
-            metrics["summary/seconds_to_threshold"] = self.solved_at["train_seconds"]
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, summary["env_steps"])
