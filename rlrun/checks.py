@@ -70,7 +70,8 @@ def env_id_arguments(argv: list[str], folders: Sequence[Path]) -> list[str]:
     from rlrun.arguments import CommandLine
 
     command = CommandLine.parse(argv)
-    env_id = command.value("env")
+    given = next((o for o in command.overrides if o.key_or_group == "env" and not o.is_sweep_override()), None)
+    env_id = None if given is None else str(given.value())
     if env_id is None or command.value("env.id") is not None or env_id in config_names("env", folders):
         return argv
     if env_id.startswith("ALE/"):
@@ -80,16 +81,19 @@ def env_id_arguments(argv: list[str], folders: Sequence[Path]) -> list[str]:
     else:
         return argv
     at = next(i for i, arg in enumerate(argv) if arg.split("=", 1)[0] == "env")
-    return [*argv[:at], f"env={group}", f"env.id={env_id}", *argv[at + 1:]]
+    return [*argv[:at], f"env={group}", f"env.id={given.get_value_element_as_str()}", *argv[at + 1:]]
 
 
 def is_gymnasium_id(env_id: str) -> bool:
     """Whether gymnasium knows `env_id` (a `module:Env` id once its module is imported)."""
     import gymnasium as gym
 
+    module, _, name = env_id.rpartition(":")
     try:
-        gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError, ImportError):
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError):
         return False
     return True
 
