@@ -34,6 +34,7 @@ RUN_RULES = {
     "seed": NON_NEGATIVE_INT, "total_steps": POSITIVE_INT, "torch_threads": POSITIVE_INT, "progress": BOOLEAN,
     "log_every": POSITIVE_INT, "log_every_seconds": POSITIVE, "eval.every": POSITIVE_INT, "eval.episodes": POSITIVE_INT,
     "eval.epsilon": UNIT_INTERVAL, "eval.max_episode_steps": optional(POSITIVE_INT),
+    "eval.video_every": optional(POSITIVE_INT),
     "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
     "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT),
@@ -189,8 +190,11 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
                             trial_id=trial_id(run_dir, sweep), solve_threshold=solve_threshold(cfg.env.id),
                             log_every_seconds=cfg.log_every_seconds)
         diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent)
+        callbacks = evaluation_callbacks(config)
+        if cfg.eval.video_every is not None:
+            callbacks += (video_recorder(cfg, agent, envs, run_dir),)
         trainer = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
-                          on_evaluation=evaluation_callbacks(config))
+                          on_evaluation=callbacks)
         if previous:
             trainer.restore(previous)  # refuses a change the saved agent cannot take, before anything is written
             record_overrides(run_dir)
@@ -244,6 +248,33 @@ def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float],
 
     reporter = evaluation_reporter(config)
     return () if reporter is None else (reporter,)
+
+
+def video_recorder(cfg: DictConfig, agent: Agent, envs: Any, run_dir: Path) -> Callable[[int, float], None]:
+    """At the first evaluation of each eval.video_every env steps, one more deterministic episode recorded to
+    <run>/videos/eval-step<N>-episode-0.mp4 and TensorBoard's eval/video, as rlrun-eval video=true records it."""
+    from rlrun.envs import make_vector_env, observation_statistics, use_observation_statistics
+    from rlrun.evaluate import check_video_support, record_video
+    from rlrun.returns import intervals_passed
+    from rlrun.trainer import derived_seed
+
+    check_video_support()
+    recorded_at = [0]
+    video_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # not struct: it adds env.kwargs.render_mode
+
+    def build(env_cfg: Any, num_envs: int, wrap: Any = None) -> Any:
+        video_envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
+                                     max_episode_steps=cfg.eval.max_episode_steps)
+        use_observation_statistics(video_envs, observation_statistics(envs))
+        return video_envs
+
+    def record(env_steps: int, _mean_return: float) -> None:
+        if not intervals_passed(recorded_at[0], env_steps, cfg.eval.video_every):
+            return
+        recorded_at[0] = env_steps
+        record_video(agent, video_cfg, env_steps, derived_seed(cfg.seed, env_steps), run_dir, build)
+
+    return record
 
 
 def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -298,3 +298,14 @@ def test_module_env_ids_import_from_the_working_folder_and_the_log_keeps_every_l
     assert "rlrun: final eval return" in log and "rlrun: run folder run" in log
     assert re.search(r"step \d+/600, \d+ steps/s", log)  # the timed line of a run without a progress bar
     assert result.stdout.count("rlrun: final eval return") == 1  # printed once, not again by the log's console
+
+
+def test_eval_video_every_records_episodes_into_tensorboard_during_training(tmp_path):
+    result = run_rlrun("total_steps=2000", "eval.every=500", "eval.video_every=1000", "eval.episodes=2",
+                       "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    videos = sorted(path.name for path in (tmp_path / "run" / "videos").glob("*.mp4"))
+    assert videos == ["eval-step1000-episode-0.mp4", "eval-step2000-episode-0.mp4"]
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("eval/video")] == [1000, 2000]
