@@ -67,7 +67,7 @@ def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
             flat[prefix] = str(node)
 
     for group in ("algo", "env", "network", "eval"):
-        add(group, config[group])
+        add(group, config.get(group, {}))
     return flat
 
 
