@@ -182,7 +182,6 @@ ERRORS = {
     "unknown config name": (["env=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean env=CartPole-v1"),
     "registered id without a config": (["env=CliffWalking-v1x"], "did you mean env=CliffWalking-v1"),
     "unknown gymnasium id": (["env=gym", "env.id=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean CartPole-v1"),
-    "gymnasium id given as config": (["env=Blackjack-v1"], "env=gym env.id=Blackjack-v1"),
     "missing env id": (["env=gym"], "env.id is required"),
     "module that does not import": (["env=gym", "env.id=no_such_module:Foo-v0"], "there is no module 'no_such_module'"),
     "unsupported observations": (["env=gym", "env.id=rlrun_test_envs:RlrunTest/DictObservations-v0"],
