@@ -25,6 +25,7 @@ FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-di
                     "--package", "-p", "--shell-completion", "-sc", "--experimental-rerun"}
 INFO_KINDS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,18 @@ class CommandLine:
                     folders.append(package_folder(entry.removeprefix("pkg://")) if entry.startswith("pkg://")
                                    else Path(entry.removeprefix("file://")))
         return [folder for folder in folders if folder is not None]
+
+
+def swept_keys_only(argv: list[str]) -> list[str]:
+    """A sweep's command line, its job folders named by the keys it sweeps alone (`algo=a2c,seed=1`): the keys it
+    sets to one value go to Hydra's `hydra.job.config.override_dirname.exclude_keys` (they stay in each job's
+    .hydra/overrides.yaml). A command line that sweeps nothing itself, or sets that key, is left as it is."""
+    command = CommandLine.parse(argv)
+    if command.value(EXCLUDE_KEYS) is not None or not any(o.is_sweep_override() for o in command.overrides):
+        return argv
+    constants = sorted({o.key_or_group for o in command.overrides
+                        if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")})
+    return [*argv, f"{EXCLUDE_KEYS}=[{','.join(constants)}]"] if constants else argv
 
 
 def compose_config(overrides: list[str], config_dirs: list[Path], with_hydra: bool = False) -> DictConfig:

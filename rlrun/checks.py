@@ -63,6 +63,41 @@ def check_choices(choices: dict[str, list[str]], folders: Sequence[Path]) -> Non
                 raise ConfigError(unknown_choice(group, key, choice, names))
 
 
+def env_id_arguments(argv: list[str], folders: Sequence[Path]) -> list[str]:
+    """`env=<id>` for a gymnasium id without a config of its own -> `env=gym env.id=<id>` (`env=atari` for an
+    `ALE/<Game>-v5` id): any registered id, or a `module:Env` id whose module registers it. Other arguments, and
+    an env named in a sweep, are left as they are."""
+    from rlrun.arguments import CommandLine
+
+    command = CommandLine.parse(argv)
+    given = next((o for o in command.overrides if o.key_or_group == "env" and not o.is_sweep_override()), None)
+    env_id = None if given is None else str(given.value())
+    if env_id is None or command.value("env.id") is not None or env_id in config_names("env", folders):
+        return argv
+    if env_id.startswith("ALE/"):
+        group = "atari"
+    elif is_gymnasium_id(env_id):
+        group = "gym"
+    else:
+        return argv
+    at = next(i for i, arg in enumerate(argv) if arg.split("=", 1)[0] == "env")
+    return [*argv[:at], f"env={group}", f"env.id={given.get_value_element_as_str()}", *argv[at + 1:]]
+
+
+def is_gymnasium_id(env_id: str) -> bool:
+    """Whether gymnasium knows `env_id` (a `module:Env` id once its module is imported)."""
+    import gymnasium as gym
+
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError):
+        return False
+    return True
+
+
 def unknown_choice(group: str, key: str, choice: str, names: list[str]) -> str:
     """The error for an unknown option, with the closest names (for env, gymnasium ids too)."""
     noun, candidates, otherwise = group, names, f"the options are {', '.join(names)}"

@@ -3,7 +3,9 @@ config of each job to rlrun.run."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
+import os
 import re
 import sys
 from pathlib import Path
@@ -13,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlrun import run
-from rlrun.arguments import CommandLine, compose_config, saved_overrides
-from rlrun.checks import (check_choices, check_launcher, check_output_folder, config_names, package_folder,
-                          run_folder_of)
+from rlrun.arguments import CommandLine, compose_config, saved_overrides, swept_keys_only
+from rlrun.checks import (check_choices, check_launcher, check_output_folder, config_names, env_id_arguments,
+                          package_folder, run_folder_of)
 from rlrun.errors import USER_ERRORS_IN_THIS_SWEEP, ConfigError, failure_recorded, in_sweep, user_errors
 
 OmegaConf.register_new_resolver("path_safe", lambda name: re.sub(r"[^A-Za-z0-9._=-]+", "-", str(name)).strip("-"),
@@ -33,8 +35,15 @@ def main() -> None:
         with user_errors():
             print(usage(CommandLine.parse(argv)))
         return
+    if argv == ["--version"]:
+        print(f"rlrun {importlib.metadata.version('rlrun')}")
+        return
+    # console scripts leave the working folder off sys.path, where `python -m rlrun` and `python script.py` have it:
+    # `env.id=my_module:MyEnv-v0` imports my_module from it (last, so that it shadows no installed package)
+    sys.path.append(os.getcwd())
     with user_errors():
         argv = resume_arguments(argv)
+        argv = env_id_arguments(argv, CommandLine.parse(argv).config_dirs())
         command = CommandLine.parse(argv)
         check_choices({group: command.choices(group) for group in CHECKED_GROUPS}, command.config_dirs())
         folder_key = "hydra.sweep.dir" if command.multirun else "hydra.run.dir"
@@ -49,6 +58,7 @@ def main() -> None:
             check_launcher(launcher)
             if launcher in ("ray", "ray_aws"):
                 argv = [*(arg for arg in argv if not arg.startswith("hydra.sweep.dir=")), absolute_sweep_folder(command)]
+            argv = swept_keys_only(argv)
         if not command.prints_only:
             check_output_folder(command.value(folder_key) or "outputs")
             if not command.multirun and not OTHER_CONFIG_FLAGS & {flag.split("=")[0] for flag in command.flags}:
@@ -126,6 +136,10 @@ usage:
   rlrun --cfg job [overrides]                 print the composed config and exit
   rlrun --hydra-help                          Hydra's own flags (--config-dir, --info, ...)
   rlrun-report DIR                            a sweep's (or a run's) table and learning curves
+  rlrun-eval PATH                             evaluate a saved agent (a checkpoint or a run folder)
+  rlrun --version                             rlrun's version (python -m rlrun works as rlrun)
+  rlrun -sc install=bash                      tab completion of groups, options and keys in this shell
+                                              (eval "$(rlrun -sc install=bash)" in ~/.bashrc; zsh, fish too)
 
 sweep launchers (rlrun -m ... hydra/launcher=<name>):
   basic (one run after another), joblib (in parallel, one per core), submitit_local,
@@ -135,7 +149,8 @@ config groups (group=option):
 {groups}
   tuned:   chosen for you: configs/tuned/<algo>_<env>.yaml when it exists
   +sweep:  {sweeps} (Optuna searches: rlrun -m +sweep=<name>)
-  (env=gym env.id=<id> runs any gymnasium id, `module:EnvName-v0` ids included)
+  (env=<id> runs any registered gymnasium id, with its shipped config where there is one, else
+   env=gym env.id=<id>; `module:EnvName-v0` ids import the module, from the working folder too)
 
 top-level keys (key=value) and their defaults:
 {keys}

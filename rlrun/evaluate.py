@@ -1,15 +1,18 @@
 """`rlrun-eval`: evaluate a saved agent, optionally recording a video of it.
 
-    rlrun-eval PATH [--config-dir DIR] [episodes=10] [seed=0] [video=false] [device=cpu]
-               [epsilon=<the run's eval.epsilon>]
+    rlrun-eval PATH [--config-dir DIR] [episodes=<the run's eval.episodes>] [seed=<the run's>] [video=false]
+               [device=cpu] [epsilon=<the run's eval.epsilon>]
 
 PATH is a checkpoint, or a run folder (its checkpoints/best.pt, else last.pt). The agent is rebuilt
 from rlrun's config groups (and the --config-dir folders the run used), composed with the run's
 .hydra/overrides.yaml; nothing stored in the checkpoint is imported or built, its config only has to
-name the same algorithm, env, network and seed. The agent runs `episodes` deterministic episodes,
-seeded, as the run evaluated (each action random with probability `epsilon`, the run's
-eval.max_episode_steps); the result goes to eval.json in the run folder. video=true records the first episode to
-<run>/videos/*.mp4 with gymnasium's RecordVideo and adds it to the run's TensorBoard.
+name the same algorithm, env, network and seed. By default it repeats the run's own evaluation at the
+checkpoint's step (the same seed, eval.episodes, eval.epsilon and eval.max_episode_steps), so last.pt
+gives the run's final eval return; episodes=, seed= and epsilon= evaluate otherwise. The result goes to
+eval.json in the run folder. video=true records the first episode to <run>/videos/*.mp4 with gymnasium's
+RecordVideo and adds it to the run's TensorBoard.
+
+From Python, rlrun.load_agent(PATH) returns the saved agent, rebuilt the same way, ready to act.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import math
 import os
 import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlrun.arguments import CommandLine, compose_config, saved_overrides
 from rlrun.checks import run_folder_of
+from rlrun.core import Agent
 from rlrun.errors import ConfigError, user_errors
 from rlrun.run import build_agent, exit_without_teardown, fixed_key_changed, value_at
 from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, one_of, optional
 
-OPTIONS = {"episodes": 10, "seed": 0, "video": False, "device": None, "epsilon": None}
-OPTION_RULES = {"episodes": POSITIVE_INT, "seed": NON_NEGATIVE_INT, "video": BOOLEAN,
+OPTIONS = {"episodes": None, "seed": None, "video": False, "device": None, "epsilon": None}  # None: as the run did
+OPTION_RULES = {"episodes": optional(POSITIVE_INT), "seed": optional(NON_NEGATIVE_INT), "video": BOOLEAN,
                 "device": optional(one_of(["cpu", "cuda", "auto"])), "epsilon": optional(UNIT_INTERVAL)}
 PREVIEW_FRAMES = 150
 
@@ -41,11 +47,15 @@ def main() -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return
+    sys.path.append(os.getcwd())  # as `rlrun` does: a `module:Env` id's module may be in the working folder
     with user_errors("rlrun-eval"):
         command = CommandLine.parse(argv[1:])
         result = evaluate_saved_agent(Path(argv[0]), command.config_dirs(), **options(command.override_texts))
     print(f"rlrun-eval: {result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes "
           f"({result['checkpoint']}, env step {result['env_steps']})")
+    if result["repeats_the_run"]:
+        print(f"rlrun-eval: the run's own evaluation at env step {result['env_steps']} (its seed, {result['episodes']} "
+              f"episodes, epsilon {result['epsilon']}); episodes=, seed= or epsilon= evaluate otherwise")
     if "video" in result:
         print(f"rlrun-eval: video {result['video']}")
     exit_without_teardown()
@@ -83,18 +93,34 @@ def run_config(run_dir: Path, config_dirs: list[Path]) -> DictConfig:
                       "run; give a checkpoint inside its run folder")
 
 
-def evaluate_saved_agent(path: Path, config_dirs: list[Path], episodes: int, seed: int, video: bool,
-                         device: str | None, epsilon: float | None) -> dict[str, Any]:
-    from rlrun import checkpoint
-    from rlrun.envs import make_vector_env, use_observation_statistics
-    from rlrun.trainer import evaluate
+@dataclass
+class SavedAgent:
+    agent: Any
+    cfg: DictConfig          # the run's config, composed again from its folder
+    payload: dict[str, Any]  # the checkpoint
+    checkpoint_path: Path
+    run_dir: Path
 
-    checkpoint_path, run_dir = locate(path)
+    def make_envs(self, env_cfg: Any, num_envs: int, wrap=None) -> Any:
+        """Evaluation envs as the run built them, with the checkpoint's frozen observation statistics."""
+        from rlrun.envs import make_vector_env, use_observation_statistics
+
+        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
+                               max_episode_steps=self.cfg.eval.max_episode_steps)
+        use_observation_statistics(envs, self.payload.get("observation_statistics"))
+        return envs
+
+
+def load_saved_agent(path: Path, config_dirs: list[Path], device: str | None = None) -> SavedAgent:
+    """The agent saved at `path` (a checkpoint or a run folder), rebuilt from rlrun's config groups composed with
+    its run folder's overrides, its weights loaded; nothing read from the checkpoint is imported or built."""
+    from rlrun import checkpoint
+    from rlrun.envs import make_vector_env
+
+    checkpoint_path, run_dir = locate(Path(path))
     payload = checkpoint.load(checkpoint_path)
     if not {"agent", "config", "env_steps"} <= payload.keys() or not isinstance(payload["config"], dict):
         raise ConfigError(f"{checkpoint_path} is not an rlrun checkpoint (it has no agent, config and env_steps)")
-    if video:
-        check_video_support()
     cfg = run_config(run_dir, config_dirs)
     OmegaConf.set_struct(cfg, False)  # record_video adds env.kwargs.render_mode
     if device is not None:
@@ -106,30 +132,51 @@ def evaluate_saved_agent(path: Path, config_dirs: list[Path], episodes: int, see
                           f"{value_at(payload['config'], differs)!r}, but its run folder composes {differs}="
                           f"{value_at(config, differs)!r}; it is not this run's checkpoint: give the checkpoint inside "
                           "its own run folder")
-
-    def build(env_cfg: Any, num_envs: int, wrap=None):
-        envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
-                               max_episode_steps=cfg.eval.max_episode_steps)
-        use_observation_statistics(envs, payload.get("observation_statistics"))
-        return envs
-
-    envs = build(cfg.env, episodes)
-    agent = build_agent(config, envs.single_observation_space, envs.single_action_space)
+    spaces = make_vector_env(cfg.env, num_envs=1, vectorization="sync", evaluation=True)
+    agent = build_agent(config, spaces.single_observation_space, spaces.single_action_space)
+    spaces.close()
     try:
         agent.load_state_dict(payload["agent"])
     except (RuntimeError, KeyError, ValueError) as error:
         raise ConfigError(f"{checkpoint_path} does not fit the agent its run folder's config builds "
                           f"({str(error).strip().splitlines()[0]}); give the checkpoint inside its own run folder") from error
-    if epsilon is None:
-        epsilon = cfg.eval.epsilon
-    returns = evaluate(agent, envs, seed, epsilon)
-    envs.close()
-    result = {"checkpoint": str(checkpoint_path), "env_steps": payload["env_steps"], "episodes": episodes,
-              "seed": seed, "epsilon": epsilon, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-              "returns": returns.tolist()}
+    return SavedAgent(agent, cfg, payload, checkpoint_path, run_dir)
+
+
+def load_agent(path: str | Path, config_dirs: Sequence[str | Path] = (), device: str | None = None) -> Agent:
+    """The agent saved at `path` (a checkpoint, or a run folder: its best.pt, else last.pt), ready to
+    `act(observations, explore=False)` on a batch of observations. It is rebuilt from rlrun's config groups (and
+    `config_dirs`, the --config-dir folders the run used) with the run's own overrides, never from what the
+    checkpoint names. A run with env.normalize_observations=true standardized its observations: the envs of
+    rlrun.evaluate.load_saved_agent(...).make_envs do so with the checkpoint's statistics."""
+    return load_saved_agent(Path(path), [Path(folder) for folder in config_dirs], device).agent
+
+
+def evaluate_saved_agent(path: Path, config_dirs: list[Path], episodes: int | None, seed: int | None, video: bool,
+                         device: str | None, epsilon: float | None) -> dict[str, Any]:
+    """Evaluate the agent saved at `path`; each of episodes, seed and epsilon that is None is the run's own (seed:
+    the one the run evaluated with at the checkpoint's step)."""
+    from rlrun import checkpoint
+    from rlrun.trainer import derived_seed, evaluate
+
     if video:
-        result["video"] = str(record_video(agent, cfg, payload["env_steps"], seed, run_dir, build))
-    checkpoint.write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
+        check_video_support()
+    saved = load_saved_agent(path, config_dirs, device)
+    cfg, payload = saved.cfg, saved.payload
+    repeats_the_run = episodes is seed is epsilon is None
+    episodes = cfg.eval.episodes if episodes is None else episodes
+    seed = derived_seed(cfg.seed, payload["env_steps"]) if seed is None else seed
+    epsilon = cfg.eval.epsilon if epsilon is None else epsilon
+    envs = saved.make_envs(cfg.env, episodes)
+    returns = evaluate(saved.agent, envs, seed, epsilon)
+    envs.close()
+    result = {"checkpoint": str(saved.checkpoint_path), "env_steps": payload["env_steps"], "episodes": episodes,
+              "seed": seed, "epsilon": epsilon, "repeats_the_run": repeats_the_run,
+              "mean_return": float(returns.mean()), "std_return": float(returns.std()), "returns": returns.tolist()}
+    if video:
+        result["video"] = str(record_video(saved.agent, cfg, payload["env_steps"], seed, saved.run_dir,
+                                           saved.make_envs))
+    checkpoint.write_text(saved.run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
     return result
 
 

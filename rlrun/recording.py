@@ -3,13 +3,21 @@ the config and hparams, training steps per second, the progress bar, the log lin
 same scalars and summary in a tracker (W&B, MLflow) where `logger=` names one.
 
 Tags: `losses/<name>` for an agent's metric without a slash (others as they are), `charts/episodic_return`,
-`charts/episodic_length`, `charts/SPS`, `eval/mean_return`, `eval/std_return`, and the diagnostics' own.
+`charts/episodic_length`, `charts/SPS`, `eval/mean_return`, `eval/std_return`, and the diagnostics' own; at the
+end, the HParams dashboard's metrics `summary/*` (SUMMARY_METRICS).
+
+HParams: each run writes only its own hparams values (a session start, hparams_pb of tensorboard.plugins.hparams.summary_v2, which the hparams api re-exports),
+never an experiment config. TensorBoard then computes the dashboard's columns from the runs under its --logdir: the
+union of their keys, each with its domain, `differs` set on the keys that vary (shown first). An experiment config
+written by each run, or one per sweep, would be wrong wherever a logdir holds more than one: TensorBoard takes the
+first it finds as the columns of every run (tensorboard/plugins/hparams/backend_context.py, _find_experiment_tag).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -20,8 +28,8 @@ from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary  # api.py imports tensorflow (its Keras callback)
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -31,6 +39,9 @@ from rlrun.tracking import Tracker
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval/mean_return"
+# the HParams dashboard's metrics, written once at the end of a run (the last value of a tag is its metric)
+SUMMARY_METRICS = ("summary/final_eval_return", "summary/best_eval_return", "summary/steps_to_threshold",
+                   "summary/seconds_to_threshold", "summary/steps_per_second")
 
 
 def tag_of(name: str) -> str:
@@ -38,21 +49,25 @@ def tag_of(name: str) -> str:
 
 
 def hparams_of(algo: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The run's algo, env and network settings plus the seed, flattened for the HParams dashboard."""
-    flat: dict[str, Any] = {"algo": algo, "seed": config["seed"], "total_steps": config["total_steps"]}
+    """The run's algo, env (its id as `env`), seed, budget, evaluation, and its algo, env and network settings,
+    flattened for the HParams dashboard: lists as their text, null as `null`."""
+    flat: dict[str, Any] = {"algo": algo, "env": config["env"]["id"], "seed": config["seed"],
+                            "total_steps": config["total_steps"]}
 
     def add(prefix: str, node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if not key.startswith("_"):
+                if not key.startswith("_") and f"{prefix}.{key}" != "env.id":
                     add(f"{prefix}.{key}", value)
+        elif node is None:
+            flat[prefix] = "null"
         elif isinstance(node, (bool, int, float, str)):
             flat[prefix] = node
         else:
             flat[prefix] = str(node)
 
-    for group in ("algo", "env", "network"):
-        add(group, config[group])
+    for group in ("algo", "env", "network", "eval"):
+        add(group, config.get(group, {}))
     return flat
 
 
@@ -113,10 +128,19 @@ class Recorder:
     """Records one run into `run_dir`, inside `opened()` (which closes the writer and the bar, also after an error)."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, total_steps: int, progress: bool = True,
-                 tracker: Tracker | None = None):
+                 tracker: Tracker | None = None, trial_id: str | None = None, solve_threshold: float | None = None,
+                 log_every_seconds: float = 60.0):
         """`tracker` (rlrun.tracking: W&B or MLflow; the run builder may set it once a resume is accepted) gets every
-        scalar TensorBoard gets and the summary."""
+        scalar TensorBoard gets and the summary. `trial_id` names the run in the HParams dashboard (default: its
+        folder's name); `solve_threshold` is the eval return that solves the env (None: unknown), for the steps and
+        seconds it took. When the progress bar is off (stderr not a terminal: SLURM, nohup), a log line every
+        `log_every_seconds` gives the steps, steps/s and recent return."""
         self.run_dir = run_dir
+        self.trial_id = trial_id or run_dir.name
+        self.solve_threshold = solve_threshold
+        self.solved_at: dict[str, float] | None = None  # env steps and training seconds of the first solve
+        self.log_every_seconds = log_every_seconds
+        self.next_log_line = 0.0
         self.tracker = tracker
         self.config = config
         self.algo = algo
@@ -130,13 +154,15 @@ class Recorder:
     def state_dict(self) -> dict[str, Any]:
         return {"train_seconds": self.clock.seconds,
                 "metric_sums": {"sums": self.metrics.sums, "counts": self.metrics.counts},
-                "tracked_run_id": None if self.tracker is None else self.tracker.run_id}
+                "tracked_run_id": None if self.tracker is None else self.tracker.run_id,
+                "solved_at": self.solved_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A resumed run: charts/SPS counts the steps and seconds before the resume too, and the interval's means
         go on from the checkpoint."""
         self.clock.seconds_before = state["train_seconds"]
         self.metrics = MetricMeans(**state["metric_sums"])
+        self.solved_at = state.get("solved_at")  # checkpoints written before rlrun recorded it have none
 
     @contextmanager
     def opened(self, env_steps: int) -> Iterator[Recorder]:
@@ -151,6 +177,7 @@ class Recorder:
             tqdm.set_lock(threading.RLock())
             with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=env_steps, unit="step",
                                                dynamic_ncols=True, disable=None if self.progress else True) as self.bar:
+                self.env_steps, self.next_log_line = env_steps, time.monotonic() + self.log_every_seconds
                 yield self
         finally:
             self.writer.close()
@@ -158,8 +185,8 @@ class Recorder:
     def write_run_description(self) -> None:
         config_yaml = OmegaConf.to_yaml(self.config)
         self.writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))
-        for summary in hparams_summary(hparams_of(self.algo, self.config), {EVAL_METRIC: 0.0}):
-            self.writer.file_writer.add_summary(summary)
+        self.writer.file_writer.add_summary(hparams_summary.hparams_pb(hparams_of(self.algo, self.config),
+                                                                   trial_id=self.trial_id))
 
     def add_metrics(self, metrics: dict[str, float]) -> None:
         self.metrics.add(metrics)
@@ -171,6 +198,12 @@ class Recorder:
 
     def advance(self, steps: int) -> None:
         self.bar.update(steps)
+        self.env_steps += steps
+        if self.bar.disable and time.monotonic() >= self.next_log_line:
+            self.next_log_line = time.monotonic() + self.log_every_seconds
+            recent = f", recent return {np.mean(self.recent_returns):.1f}" if self.recent_returns else ""
+            log.info("step %d/%d, %.0f steps/s%s", self.env_steps, self.total_steps,
+                     self.steps_per_second(self.env_steps), recent)
 
     def steps_per_second(self, env_steps: int) -> float:
         return env_steps / max(self.clock.seconds, 1e-9)
@@ -193,6 +226,8 @@ class Recorder:
         mean, std = float(returns.mean()), float(returns.std())
         self.write_scalars({EVAL_METRIC: mean, "eval/std_return": std, **diagnostics}, env_steps)
         log.info("step %d: eval return %.2f +- %.2f over %d episodes", env_steps, mean, std, len(returns))
+        if self.solved_at is None and self.solve_threshold is not None and mean >= self.solve_threshold:
+            self.solved_at = {"env_steps": env_steps, "train_seconds": self.clock.seconds}
         self.postfix["eval"] = f"{mean:.1f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
@@ -219,6 +254,20 @@ class Recorder:
             **diagnostics,
         }
         write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.write_hparams_metrics(summary)
         if self.tracker is not None:
             self.tracker.finish(summary)
         return summary
+
+    def write_hparams_metrics(self, summary: dict[str, Any]) -> None:
+        """The HParams dashboard's metrics (SUMMARY_METRICS), at the run's last step; the steps and training seconds
+        to the solve threshold are NaN where the run never reached it (or the env has none), so that their columns
+        are there for every sweep."""
+        solved = self.solved_at or {"env_steps": math.nan, "train_seconds": math.nan}
+        metrics = {"summary/final_eval_return": summary["final_eval"]["mean_return"],
+                   "summary/best_eval_return": summary["best_eval_return"],
+                   "summary/steps_to_threshold": solved["env_steps"],
+                   "summary/seconds_to_threshold": solved["train_seconds"],
+                   "summary/steps_per_second": summary["steps_per_second"]}
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, summary["env_steps"])

@@ -1,10 +1,12 @@
 """`rlrun-report DIR`: compare the runs under DIR at a glance.
 
-Runs that differ only in `seed` form a group. For each group it prints one table row (final eval
-return mean +- std over seeds and its interquartile mean, env steps and wall seconds until the metric
-first reaches the solve threshold, training steps per second, failed runs) and writes `report.csv`
-(the same rows) and `report.png` (the metric against env steps: the mean over seeds and a 95%
-bootstrap confidence band) into DIR.
+Runs that differ only in `seed` form a group. For each group it prints one table row, by env first
+(final eval return mean +- std over seeds, its interquartile mean with a 95% stratified-bootstrap
+interval from 5 seeds on (rliable), env steps and wall seconds until the metric first reaches the
+solve threshold, training steps per second, failed runs) and writes `report.csv` (the same rows) and
+`report.png` (or `--format pdf|svg`: one panel per env, the metric against env steps with a marker at
+each evaluation, the IQM over seeds with its interval, or the seeds' range below 5 seeds, and the
+solve threshold) into DIR.
 
 A run is a folder with summary.json (completed) or error.txt (failed, written by a job that raised),
 or a job folder with neither (unfinished: still running, or killed). Its config is the
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,10 @@ from rlrun.errors import ConfigError, user_errors
 
 DEFAULT_METRIC = "eval/mean_return"
 SUMMARY_KEYS = ("seed", "env_steps", "steps_per_second", "final_eval")  # what the report reads from summary.json
-MAX_PLOTTED = 10  # curves in report.png: the groups with the best final return
+MAX_PLOTTED = 10  # curves per panel of the plot: the groups with the best final return
+MIN_SEEDS_FOR_INTERVAL = 5  # fewer seeds get their range as the band, not a bootstrap confidence interval
+BOOTSTRAP_REPS = 2000
+IMAGE_FORMATS = ("png", "pdf", "svg")
 
 
 @dataclass
@@ -155,21 +162,42 @@ def on_common_steps(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray]:
     return steps, np.stack([np.interp(steps, c.steps, c.values) for c in curves])
 
 
-def group_row(label: str, runs: list[Run], curves: dict[Path, Curve], threshold: float | None) -> dict[str, Any]:
-    from scipy.stats import trim_mean
+def iqm_with_interval(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The interquartile mean over runs of `scores` (runs x points) at each point and, with MIN_SEEDS_FOR_INTERVAL
+    runs or more, its 95% stratified-bootstrap confidence interval (rliable, Agarwal et al. 2021); (iqm, low, high),
+    low and high None for fewer runs, where a bootstrap over so few values is no confidence interval."""
+    from rliable import library, metrics
 
+    def iqm(values: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(values[:, :, point]) for point in range(values.shape[-1])])
+
+    runs = scores[:, None, :]  # one task: the env
+    if len(scores) < MIN_SEEDS_FOR_INTERVAL:
+        return iqm(runs), None, None
+    with warnings.catch_warnings():  # arch's FutureWarning about the random_state rliable passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        points, intervals = library.get_interval_estimates({"group": runs}, iqm, reps=BOOTSTRAP_REPS,
+                                                           random_state=np.random.RandomState(0))
+    return points["group"], intervals["group"][0], intervals["group"][1]
+
+
+def group_row(label: str, runs: list[Run], curves: dict[Path, Curve], threshold: float | None) -> dict[str, Any]:
     done = [run for run in runs if run.summary]
     finals = np.array([run.summary["final_eval"]["mean_return"] for run in done])
+    iqm, low, high = iqm_with_interval(finals[:, None]) if done else (None, None, None)
     solved = [(c.steps[i], c.wall_seconds[i]) for c in (curves.get(run.folder) for run in done)
               if c is not None and threshold is not None and (i := c.first_reaching(threshold)) is not None]
     return {
+        "env": runs[0].env_id,
         "config": label,
         "seeds": " ".join(str(run.seed) for run in sorted(done, key=lambda run: run.seed)),
         "failed": sum(run.status == "failed" for run in runs),
         "unfinished": sum(run.status == "unfinished" for run in runs),
         "final_mean": float(finals.mean()) if done else None,
         "final_std": float(finals.std()) if done else None,
-        "final_iqm": float(trim_mean(finals, 0.25)) if done else None,
+        "final_iqm": None if iqm is None else float(iqm[0]),
+        "final_iqm_ci_low": None if low is None else float(low[0]),
+        "final_iqm_ci_high": None if high is None else float(high[0]),
         "threshold": threshold,
         "solved": f"{len(solved)}/{len(done)}",
         "steps_to_threshold": float(np.mean([s for s, _ in solved])) if solved else None,
@@ -184,11 +212,13 @@ def number(value: float | None, digits: int = 1) -> str:
 
 def table(rows: list[dict[str, Any]], metric: str) -> str:
     """The rows as aligned text; `solved` compares `metric` with the threshold."""
-    header = ["config", "seeds", "final eval return", "IQM", f"solved ({metric})", "steps to it", "seconds",
-              "steps/s", "failed"]
-    lines = [[row["config"], row["seeds"] or "-",
+    header = ["env", "config", "seeds", "final eval return", "IQM [95% CI]", f"solved ({metric})", "steps to it",
+              "seconds", "steps/s", "failed"]
+    lines = [[row["env"], row["config"], row["seeds"] or "-",
               "-" if row["final_mean"] is None else f"{row['final_mean']:.1f} +- {row['final_std']:.1f}",
-              number(row["final_iqm"]), f"{row['solved']} (>= {number(row['threshold'])})",
+              number(row["final_iqm"]) + ("" if row["final_iqm_ci_low"] is None else
+                                          f" [{row['final_iqm_ci_low']:.1f}, {row['final_iqm_ci_high']:.1f}]"),
+              f"{row['solved']} (>= {number(row['threshold'])})",
               number(row["steps_to_threshold"], 0), number(row["seconds_to_threshold"]),
               number(row["steps_per_second"], 0), str(row["failed"] + row["unfinished"])] for row in rows]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
@@ -196,40 +226,70 @@ def table(rows: list[dict[str, Any]], metric: str) -> str:
                      for line in [header, *lines])
 
 
-def plot(path: Path, groups: list[list[Run]], names: list[str], curves: dict[Path, Curve], metric: str) -> None:
+def band_label(seeds: int) -> str:
+    if seeds >= MIN_SEEDS_FOR_INTERVAL:
+        return f"{seeds} seeds, 95% CI"
+    return f"{seeds} seed" if seeds == 1 else f"range of {seeds} seeds"
+
+
+def plot(path: Path, groups: list[list[Run]], rows: list[dict[str, Any]], curves: dict[Path, Curve], metric: str):
+    """One panel per env: each group's IQM over seeds at every evaluation (a marker each), its band (the 95%
+    stratified-bootstrap CI from MIN_SEEDS_FOR_INTERVAL seeds on, the seeds' range below) and the env's solve
+    threshold; the format follows `path`'s suffix. Returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.stats import bootstrap
 
-    figure, axes = plt.subplots(figsize=(9, 6))
-    for runs, name in list(zip(groups, names))[:MAX_PLOTTED]:
-        group_curves = [curves[run.folder] for run in runs if run.folder in curves]
-        if not group_curves:
-            continue
-        steps, values = on_common_steps(group_curves)
-        label = textwrap.fill(f"{name} ({len(group_curves)} seeds)", 110)
-        line, = axes.plot(steps, values.mean(axis=0), label=label)
-        if len(group_curves) > 1:
-            band = bootstrap((values,), np.mean, axis=0, confidence_level=0.95, method="percentile",
-                             n_resamples=2000, rng=0).confidence_interval
-            axes.fill_between(steps, band.low, band.high, color=line.get_color(), alpha=0.2)
-    axes.set_xlabel("env steps")
-    axes.set_ylabel(metric)
-    best = f", the best {MAX_PLOTTED} of {len(groups)} groups" if len(groups) > MAX_PLOTTED else ""
-    axes.set_title(f"{metric}: mean over seeds, 95% bootstrap band{best}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    envs = list(dict.fromkeys(row["env"] for row in rows))
+    columns = min(len(envs), 3)
+    panel_rows = math.ceil(len(envs) / columns)
+    with plt.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # text stays text (editable in a paper)
+        figure, axes = plt.subplots(panel_rows, columns, figsize=(6.5 * columns, 5 * panel_rows), squeeze=False)
+        for env, ax in zip(envs, axes.flat):
+            in_env = [(runs, row) for runs, row in zip(groups, rows) if row["env"] == env]
+            for runs, row in in_env[:MAX_PLOTTED]:
+                group_curves = [curves[run.folder] for run in runs if run.folder in curves]
+                if not group_curves:
+                    continue
+                steps, values = on_common_steps(group_curves)
+                iqm, low, high = iqm_with_interval(values)
+                if low is None and len(values) > 1:
+                    low, high = values.min(axis=0), values.max(axis=0)
+                name = textwrap.fill(f"{row['config']} ({band_label(len(values))})", 70)
+                line, = ax.plot(steps, iqm, marker="o", markersize=4, label=name)
+                if low is not None:
+                    ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+            threshold = in_env[0][1]["threshold"]
+            if threshold is not None:
+                ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"solved: {threshold:g}")
+            more = f" (the best {MAX_PLOTTED} of {len(in_env)} groups)" if len(in_env) > MAX_PLOTTED else ""
+            ax.set_title(f"{env}{more}")
+            ax.set_xlabel("env steps")
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        for ax in list(axes.flat)[len(envs):]:
+            ax.set_visible(False)
+        figure.suptitle(f"{metric}: interquartile mean over seeds; band: 95% stratified-bootstrap CI with "
+                        f"{MIN_SEEDS_FOR_INTERVAL}+ seeds, else the seeds' range (min to max)")
+        figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
+    return figure
 
 
-def report(root: Path, metric: str = DEFAULT_METRIC, threshold: float | None = None) -> list[dict[str, Any]]:
-    """Print the table, write report.csv and report.png into `root`; return the table's rows."""
+def report(root: Path, metric: str = DEFAULT_METRIC, threshold: float | None = None, env: str | None = None,
+           image_format: str = "png") -> list[dict[str, Any]]:
+    """Print the table, write report.csv and report.<image_format> into `root`; return the table's rows (by env,
+    then best final return first). `env` keeps the runs of that env id only."""
     runs = find_runs(root)
     if not runs:
         raise ConfigError(f"no rlrun runs under {root} (no summary.json, error.txt or .hydra/)")
+    if env is not None:
+        found = sorted({run.env_id for run in runs})
+        runs = [run for run in runs if run.env_id == env]
+        if not runs:
+            raise ConfigError(f"no run under {root} trains --env {env}; the envs there are {', '.join(found)}")
     curves = {run.folder: curve for run in runs if (curve := read_curve(run.folder, metric)) is not None}
     if not curves and any(run.summary for run in runs):
         raise ConfigError(f"no run under {root} logged the scalar {metric!r}; "
@@ -240,20 +300,27 @@ def report(root: Path, metric: str = DEFAULT_METRIC, threshold: float | None = N
     groups = list(grouped.values())
     rows = [group_row(name, group, curves, solve_threshold(group[0].env_id) if threshold is None else threshold)
             for name, group in zip(labels(groups), groups)]
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["final_mean"] is None, -(rows[i]["final_mean"] or 0)))
-    rows, groups = [rows[i] for i in order], [groups[i] for i in order]  # the best final return first
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["env"], rows[i]["final_mean"] is None,
+                                                    -(rows[i]["final_mean"] or 0)))
+    rows, groups = [rows[i] for i in order], [groups[i] for i in order]  # by env, the best final return first
 
     print(f"{len(runs)} runs in {len(groups)} groups under {root}\n")
     print(table(rows, metric))
     for run in runs:
         if run.status != "completed":
             print(f"{run.status}: {run.folder.relative_to(root)}" + (f": {run.error}" if run.error else ""))
+    few = [row["config"] for row in rows if 1 < len(row["seeds"].split()) < MIN_SEEDS_FOR_INTERVAL]
+    if few:
+        print(f"\nnote: {len(few)} group(s) have 2-{MIN_SEEDS_FOR_INTERVAL - 1} seeds: their band is the seeds' "
+              f"range (min to max), not a confidence interval; run {MIN_SEEDS_FOR_INTERVAL} or more seeds for a 95% "
+              "stratified-bootstrap interval of the IQM")
     with (root / "report.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(root / "report.png", groups, [row["config"] for row in rows], curves, metric)
-    print(f"\nwrote {root / 'report.csv'} and {root / 'report.png'}")
+    image = root / f"report.{image_format}"
+    plot(image, groups, rows, curves, metric)
+    print(f"\nwrote {root / 'report.csv'} and {image}")
     return rows
 
 
@@ -264,12 +331,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default=DEFAULT_METRIC,
                         help=f"TensorBoard scalar to plot and to compare with the threshold (default {DEFAULT_METRIC})")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="solve threshold of the metric (default: the env's gymnasium reward_threshold)")
+                        help="solve threshold of the metric, a dashed line in each panel (default: the env's "
+                             "gymnasium reward_threshold)")
+    parser.add_argument("--env", default=None, help="report the runs of this env id only (default: all, a panel each)")
+    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png",
+                        help="the plot's file format: report.png, report.pdf or report.svg (default png)")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a folder")
     with user_errors("rlrun-report"):
-        report(args.dir, args.metric, args.threshold)
+        report(args.dir, args.metric, args.threshold, args.env, args.format)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 from rlrun.checks import check_spaces
 from rlrun.core import Agent, RunContext
 from rlrun.errors import ConfigError, Interrupted
-from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, optional
+from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, check, optional
 
 log = logging.getLogger(__name__)
 
 RUN_RULES = {
     "seed": NON_NEGATIVE_INT, "total_steps": POSITIVE_INT, "torch_threads": POSITIVE_INT, "progress": BOOLEAN,
-    "log_every": POSITIVE_INT, "eval.every": POSITIVE_INT, "eval.episodes": POSITIVE_INT,
+    "log_every": POSITIVE_INT, "log_every_seconds": POSITIVE, "eval.every": POSITIVE_INT, "eval.episodes": POSITIVE_INT,
     "eval.epsilon": UNIT_INTERVAL, "eval.max_episode_steps": optional(POSITIVE_INT),
+    "eval.video_every": optional(POSITIVE_INT),
     "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
     "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT),
@@ -57,7 +58,7 @@ def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None
     returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, sweep)
                for seed in seeds]
     mean = sum(returns) / len(returns)
-    print(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
+    announce(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
     return mean
 
 
@@ -160,6 +161,7 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
         from rlrun.envs import make_vector_env
         from rlrun.optimality import optimality_gap_for
         from rlrun.recording import Recorder
+        from rlrun.report import solve_threshold
         from rlrun.tracking import start_tracker
         from rlrun.trainer import Trainer, TrainerSettings
 
@@ -175,17 +177,22 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
         agent = build_agent(config, envs.single_observation_space, envs.single_action_space)
         resuming = f", resuming at step {previous['env_steps']}" if previous else ""
         with_preset = f"preset tuned/{preset}" if preset else "no tuned preset"
-        print(f"rlrun: {algo_name} on {cfg.env.id} ({with_preset}), {cfg.total_steps} steps{resuming} -> "
-              f"{shown(run_dir)}")
+        announce(f"rlrun: {algo_name} on {cfg.env.id} ({with_preset}), {cfg.total_steps} steps{resuming} -> "
+                 f"{shown(run_dir)}")
         settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
                                    checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every, seed=cfg.seed,
                                    eval_epsilon=cfg.eval.epsilon)
         checkpointer = Checkpointer(run_dir, agent, config, keep=cfg.checkpoint.keep,
                                     save_replay=cfg.checkpoint.save_replay)
-        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress)
+        recorder = Recorder(run_dir, config, algo_name, cfg.total_steps, progress=cfg.progress,
+                            trial_id=trial_id(run_dir, sweep), solve_threshold=solve_threshold(cfg.env.id),
+                            log_every_seconds=cfg.log_every_seconds)
         diagnose = optimality_gap_for(eval_envs.unwrapped.envs[0], agent)
+        callbacks = evaluation_callbacks(config)
+        if cfg.eval.video_every is not None:
+            callbacks += (video_recorder(cfg, agent, envs, run_dir),)
         trainer = Trainer(agent, envs, eval_envs, settings, checkpointer, recorder, diagnose,
-                          on_evaluation=evaluation_callbacks(config))
+                          on_evaluation=callbacks)
         if previous:
             trainer.restore(previous)  # refuses a change the saved agent cannot take, before anything is written
             record_overrides(run_dir)
@@ -204,10 +211,30 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
         envs.close()
         eval_envs.close()
     final = summary["final_eval"]
-    print(f"rlrun: final eval return {final['mean_return']:.2f} +- {final['std_return']:.2f} after "
-          f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
-          f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
+    announce(f"rlrun: final eval return {final['mean_return']:.2f} +- {final['std_return']:.2f} after "
+             f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s "
+             f"({summary['steps_per_second']:.0f} steps/s)")
+    announce(f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
     return final["mean_return"]
+
+
+def announce(line: str) -> None:
+    """A line for the terminal that the run's rlrun.log (Hydra's file handler) keeps too, without a second copy
+    on the console."""
+    print(line, flush=True)
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def trial_id(run_dir: Path, sweep: str | None) -> str:
+    """The run's name in TensorBoard's HParams dashboard: its folder below the sweep's (`algo=a2c,seed=1`,
+    `3/seed=0`), or `<date>/<time>-<algo>-<env>` for a single run."""
+    if sweep is not None:
+        with suppress(ValueError):
+            return str(run_dir.absolute().relative_to(Path(sweep).absolute()))
+    return f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float], None], ...]:
@@ -219,6 +246,33 @@ def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float],
 
     reporter = evaluation_reporter(config)
     return () if reporter is None else (reporter,)
+
+
+def video_recorder(cfg: DictConfig, agent: Agent, envs: Any, run_dir: Path) -> Callable[[int, float], None]:
+    """At the first evaluation of each eval.video_every env steps, one more deterministic episode recorded to
+    <run>/videos/eval-step<N>-episode-0.mp4 and TensorBoard's eval/video, as rlrun-eval video=true records it."""
+    from rlrun.envs import make_vector_env, observation_statistics, use_observation_statistics
+    from rlrun.evaluate import check_video_support, record_video
+    from rlrun.returns import intervals_passed
+    from rlrun.trainer import derived_seed
+
+    check_video_support()
+    recorded_at = [0]
+    video_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # not struct: it adds env.kwargs.render_mode
+
+    def build(env_cfg: Any, num_envs: int, wrap: Any = None) -> Any:
+        video_envs = make_vector_env(env_cfg, num_envs=num_envs, vectorization="sync", wrap=wrap, evaluation=True,
+                                     max_episode_steps=cfg.eval.max_episode_steps)
+        use_observation_statistics(video_envs, observation_statistics(envs))
+        return video_envs
+
+    def record(env_steps: int, _mean_return: float) -> None:
+        if not intervals_passed(recorded_at[0], env_steps, cfg.eval.video_every):
+            return
+        recorded_at[0] = env_steps
+        record_video(agent, video_cfg, env_steps, derived_seed(cfg.seed, env_steps), run_dir, build)
+
+    return record
 
 
 def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -209,5 +209,5 @@ class Trainer:
             if mean > progress.best_eval_return:
                 progress.best_eval_return = mean
                 self.checkpointer.save("best.pt", self.checkpoint_parts())
-        for callback in self.on_evaluation:
-            callback(progress.env_steps, mean)
+            for callback in self.on_evaluation:  # not training time: a video recorded here is not in charts/SPS
+                callback(progress.env_steps, mean)

@@ -105,7 +105,8 @@ def test_tensorboard_has_the_charts_losses_config_and_hparams(reinforce_run):
     assert max(s.step for s in events.Scalars("charts/episodic_return")) <= 30000
     assert "config/text_summary" in events.Tags()["tensors"]
     hparams = events.PluginTagToContent("hparams")
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams.keys()
+    # the run's hparams values only: an experiment config of its own would set every run's columns in TensorBoard
+    assert "_hparams_/session_start_info" in hparams and "_hparams_/experiment" not in hparams
     assert b"algo.gamma" in hparams["_hparams_/session_start_info"]
 
 
@@ -181,7 +182,6 @@ ERRORS = {
     "unknown config name": (["env=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean env=CartPole-v1"),
     "registered id without a config": (["env=CliffWalking-v1x"], "did you mean env=CliffWalking-v1"),
     "unknown gymnasium id": (["env=gym", "env.id=CartPol-v1"], "unknown environment 'CartPol-v1': did you mean CartPole-v1"),
-    "gymnasium id given as config": (["env=Blackjack-v1"], "env=gym env.id=Blackjack-v1"),
     "missing env id": (["env=gym"], "env.id is required"),
     "module that does not import": (["env=gym", "env.id=no_such_module:Foo-v0"], "there is no module 'no_such_module'"),
     "unsupported observations": (["env=gym", "env.id=rlrun_test_envs:RlrunTest/DictObservations-v0"],
@@ -266,3 +266,46 @@ def test_cuda_without_a_gpu_is_a_config_error(tmp_path):
     result = run_rlrun("device=cuda", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "device=cuda but torch sees no CUDA GPU; use device=cpu or device=auto" in result.stderr
+
+
+def test_version_and_python_dash_m(tmp_path):
+    from importlib.metadata import version
+
+    for command in ([RLRUN, "--version"], [sys.executable, "-m", "rlrun", "--version"]):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout) == (0, f"rlrun {version('rlrun')}\n"), result.stderr
+    assert "-sc install=bash" in run_rlrun("--help", cwd=tmp_path).stdout  # shell completion is named
+
+
+def test_any_gymnasium_id_is_an_env_option(tmp_path):
+    result = run_rlrun("--cfg", "job", "env=CartPole-v0", cwd=tmp_path)  # registered, no config of its own
+    assert result.returncode == 0, result.stderr
+    assert "id: CartPole-v0" in result.stdout and "normalize_observations: false" in result.stdout
+
+
+CWD_ENVS = """import gymnasium as gym
+gym.register("CwdTest/Corridor-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv", max_episode_steps=50)
+"""
+
+
+def test_module_env_ids_import_from_the_working_folder_and_the_log_keeps_every_line(tmp_path):
+    (tmp_path / "cwd_envs.py").write_text(CWD_ENVS)
+    result = run_rlrun("env=cwd_envs:CwdTest/Corridor-v0", "total_steps=600", "eval.every=300", "eval.episodes=2",
+                       "log_every_seconds=0.001", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "run" / "rlrun.log").read_text()
+    assert "rlrun: reinforce on cwd_envs:CwdTest/Corridor-v0" in log  # the start line
+    assert "rlrun: final eval return" in log and "rlrun: run folder run" in log
+    assert re.search(r"step \d+/600, \d+ steps/s", log)  # the timed line of a run without a progress bar
+    assert result.stdout.count("rlrun: final eval return") == 1  # printed once, not again by the log's console
+
+
+def test_eval_video_every_records_episodes_into_tensorboard_during_training(tmp_path):
+    result = run_rlrun("total_steps=2000", "eval.every=500", "eval.video_every=1000", "eval.episodes=2",
+                       "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    videos = sorted(path.name for path in (tmp_path / "run" / "videos").glob("*.mp4"))
+    assert videos == ["eval-step1000-episode-0.mp4", "eval-step2000-episode-0.mp4"]
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("eval/video")] == [1000, 2000]

@@ -40,10 +40,11 @@ def test_joblib_sweep_runs_jobs_in_parallel_folders_with_hparams(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "leaked" not in result.stderr  # the idle workers rlrun stops at the end leave no semaphore behind
     jobs = job_dirs(tmp_path / "sweep")
-    assert set(jobs) == {",".join(sorted([f"algo.lr={lr}", f"seed={seed}", *TINY]))  # named by their overrides
+    assert set(jobs) == {f"algo.lr={lr},seed={seed}"  # named by the swept keys alone
                          for lr in ("0.001", "0.003") for seed in (0, 1)}
     for run_dir in jobs.values():
         assert_complete(run_dir)
+        assert set(TINY) <= set(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))  # the constants stay there
         events = EventAccumulator(str(run_dir))
         events.Reload()
         hparams = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
@@ -54,7 +55,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_folders_with_hparams(tmp_path):
                             text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert "4 runs in 2 groups" in report.stdout
-    rows = [line for line in report.stdout.splitlines() if line.startswith("algo.lr=")]
+    rows = [line for line in report.stdout.splitlines() if line.startswith("CartPole-v1  algo.lr=")]
     assert len(rows) == 2 and all(" 0 1 " in row for row in rows), report.stdout
     assert (tmp_path / "sweep" / "report.png").stat().st_size > 10_000
 

@@ -1,0 +1,5 @@
+"""`python -m rlrun`: the `rlrun` command."""
+
+from rlrun.cli import main
+
+main()
