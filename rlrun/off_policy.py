@@ -28,7 +28,7 @@ from rlrun.buffers import ReplayBuffer
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
 from rlrun.exploration import NOISE_TYPES, ActionNoise
-from rlrun.networks import BoundedActor, ObservationEncoder, compile_if, finite_bounds, target_copy
+from rlrun.networks import BoundedActor, ObservationEncoder, compile_if, finite_bounds, frozen, target_copy
 from rlrun.returns import intervals_passed, replay_ratio_warning
 from rlrun.validation import BOOLEAN, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
 
@@ -78,7 +78,7 @@ class OffPolicyActorCritic(Agent):
             "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32)})
         self.rng = np.random.default_rng(context.seed)  # draws the minibatches
         self.critic_loss = compile_if(compile, self.critic_loss)
-        self.actor_loss = compile_if(compile, self.actor_loss)
+        self.actor_loss = self.with_critic_frozen(compile_if(compile, self.actor_loss))
 
     @abstractmethod
     def policy_action(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
@@ -91,7 +91,15 @@ class OffPolicyActorCritic(Agent):
 
     @abstractmethod
     def actor_loss(self, *args: torch.Tensor) -> Any:
-        """The actor's loss (run through torch.compile with compile=true)."""
+        """The actor's loss (run through torch.compile with compile=true); called with the critic frozen."""
+
+    def with_critic_frozen(self, actor_loss: Callable[..., Any]) -> Callable[..., Any]:
+        """`actor_loss` with the critic's parameters frozen around it, outside what torch.compile traces (it cannot
+        change a tensor's requires_grad)."""
+        def frozen_critic_actor_loss(*args: torch.Tensor) -> Any:
+            with frozen(self.critic):
+                return actor_loss(*args)
+        return frozen_critic_actor_loss
 
     @abstractmethod
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:

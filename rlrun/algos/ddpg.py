@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rlrun.core import RunContext
-from rlrun.networks import Critic, frozen, gradient_step
+from rlrun.networks import Critic, gradient_step
 from rlrun.off_policy import DeterministicActorCritic, Minibatch
 from rlrun.returns import polyak_update
 
@@ -61,9 +61,8 @@ class DDPG(DeterministicActorCritic):
             return reward + self.gamma * (1.0 - terminated) * self.critic_target(next_obs, self.actor_target(next_obs))
 
     def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """-mean Q(s, mu(s)); the critic's parameters take no gradient from it."""
-        with frozen(self.critic):
-            return -self.critic(obs, self.actor(obs)).mean()
+        """-mean Q(s, mu(s)); the critic's parameters take no gradient from it (rlrun.off_policy freezes them)."""
+        return -self.critic(obs, self.actor(obs)).mean()
 
     def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
                     next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

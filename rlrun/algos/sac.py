@@ -41,7 +41,7 @@ from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
 from rlrun.core import RunContext
-from rlrun.networks import BoundedActor, TwinCritic, frozen, gradient_step, target_copy
+from rlrun.networks import BoundedActor, TwinCritic, gradient_step, target_copy
 from rlrun.off_policy import Minibatch, OffPolicyActorCritic
 from rlrun.returns import polyak_update
 from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, optional
@@ -125,10 +125,9 @@ class SAC(OffPolicyActorCritic):
 
     def actor_loss(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mean (alpha log pi(a~|s) - min_i Q_i(s, a~)) over reparameterized a~ ~ pi(.|s), and those log pi;
-        the critics' parameters take no gradient from it."""
+        the critics' parameters take no gradient from it (rlrun.off_policy freezes them)."""
         action, log_prob = self.actor.sample(obs)
-        with frozen(self.critic):
-            return (alpha * log_prob - self.critic.min(obs, action)).mean(), log_prob.detach()
+        return (alpha * log_prob - self.critic.min(obs, action)).mean(), log_prob.detach()
 
     def temperature_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
         """-mean alpha (log pi + H_target): its gradient raises alpha while the entropy is below the target."""

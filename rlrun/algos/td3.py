@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from rlrun.core import RunContext
-from rlrun.networks import TwinCritic, frozen, gradient_step
+from rlrun.networks import TwinCritic, gradient_step
 from rlrun.off_policy import DeterministicActorCritic, Minibatch
 from rlrun.returns import polyak_update
 from rlrun.validation import NON_NEGATIVE, POSITIVE_INT
@@ -72,9 +72,8 @@ class TD3(DeterministicActorCritic):
             return reward + self.gamma * (1.0 - terminated) * self.critic_target.min(next_obs, next_action)
 
     def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """-mean Q_1(s, mu(s)); the critics' parameters take no gradient from it."""
-        with frozen(self.critic):
-            return -self.critic.q1(obs, self.actor(obs)).mean()
+        """-mean Q_1(s, mu(s)); the critics' parameters take no gradient from it (rlrun.off_policy freezes them)."""
+        return -self.critic.q1(obs, self.actor(obs)).mean()
 
     def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
                     next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
