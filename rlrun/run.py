@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlrun.checks import check_spaces
 from rlrun.core import Agent, RunContext
 from rlrun.errors import ConfigError, Interrupted
-from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, check, optional
+from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, NUMBER, POSITIVE_INT, UNIT_INTERVAL, check, one_of, optional
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ RUN_RULES = {
     "log_every": POSITIVE_INT, "eval.every": POSITIVE_INT, "eval.episodes": POSITIVE_INT,
     "eval.epsilon": UNIT_INTERVAL, "eval.max_episode_steps": optional(POSITIVE_INT),
     "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
-    "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
+    "sweep.seeds_per_trial": POSITIVE_INT, "sweep.objective": one_of(("final_return", "early_solve")),
+    "sweep.solve_threshold": optional(NUMBER), "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT),
 }
 # what the saved agent, its envs and its random streams were built for: a resume cannot change them
@@ -45,7 +46,7 @@ LOCK_FILE = ".rlrun.lock"
 
 def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent in `job_dir`; or, with sweep.seeds_per_trial=N, N agents (seed, seed+1, ...) in its
-    subfolders `seed=<s>`, returning the mean of their final eval returns, a steadier objective for a search.
+    subfolders `seed=<s>`, returning the mean of their objectives (sweep.objective), a steadier one for a search.
     `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none;
     `sweep` names the sweep the job belongs to (its runs form one group in a tracker), None for a single run."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -57,7 +58,7 @@ def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None
     returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, sweep)
                for seed in seeds]
     mean = sum(returns) / len(returns)
-    print(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
+    print(f"rlrun: mean {cfg.sweep.objective} over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
     return mean
 
 
@@ -86,6 +87,9 @@ def check_config(config: dict[str, Any]) -> None:
     check("", config, RUN_RULES)
     agent_class, values = algo_class(config["algo"]), hyperparameters(config["algo"])
     check("algo", values, agent_class.hyperparameter_rules)
+    if config["sweep"]["objective"] == "early_solve" and config["sweep"]["solve_threshold"] is None:
+        raise ConfigError("sweep.objective=early_solve needs the eval return that counts as solved: set "
+                          "sweep.solve_threshold=...")
     if values.get("batch_size", 0) > values.get("buffer_size", float("inf")):
         raise ConfigError(f"algo.batch_size={values['batch_size']} is larger than algo.buffer_size="
                           f"{values['buffer_size']}: training would never start; lower algo.batch_size or raise "
@@ -143,7 +147,7 @@ def build_agent(config: dict[str, Any], observation_space: Any, action_space: An
 
 def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
-    return the final evaluation's mean return (a sweeper's objective)."""
+    return its sweep.objective (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     with run_folder_lock(run_dir):
         return train_in_locked_folder(cfg, config, run_dir, algo_name, preset, sweep)
@@ -209,7 +213,20 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
     print(f"rlrun: final eval return {final['mean_return']:.2f} +- {final['std_return']:.2f} after "
           f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s ({summary['steps_per_second']:.0f} steps/s)\n"
           f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
+    if cfg.sweep.objective == "early_solve":
+        return early_solve_score(summary["evaluations"], cfg.sweep.solve_threshold, cfg.total_steps)
     return final["mean_return"]
+
+
+def early_solve_score(evaluations: list[dict[str, float]], threshold: float, total_steps: int) -> float:
+    """sweep.objective=early_solve: where the final evaluation reaches `threshold`, 1 plus the share of the budget
+    left after the first evaluation that reached it (from 1, solved at the end only, towards 2); otherwise the
+    final return over the threshold (below 1 for positive thresholds), so that nearer misses still rank higher."""
+    final = evaluations[-1]["mean_return"]
+    if final < threshold:
+        return final / abs(threshold)
+    first = next(evaluation for evaluation in evaluations if evaluation["mean_return"] >= threshold)
+    return 1.0 + (1.0 - first["step"] / total_steps)
 
 
 def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float], None], ...]:
