@@ -26,11 +26,11 @@ def gae(rewards: Any, values: Any, next_values: Any, terminated: Any, truncated:
     so a truncated step bootstraps from the state it was cut at and a terminated one from nothing.
     """
     deltas = rewards + gamma * (1.0 - terminated) * next_values - values
-    continues = (1.0 - terminated) * (1.0 - truncated)
-    advantages = []
-    advantage = 0.0
-    for t in reversed(range(len(deltas))):
-        advantage = deltas[t] + gamma * gae_lambda * continues[t] * advantage
+    decays = gamma * gae_lambda * (1.0 - terminated) * (1.0 - truncated)  # gamma lambda (1 - done_t)
+    advantage = deltas[-1]
+    advantages = [advantage]
+    for t in reversed(range(len(deltas) - 1)):
+        advantage = deltas[t] + decays[t] * advantage
         advantages.append(advantage)
     stack = torch.stack if isinstance(deltas, torch.Tensor) else np.stack
     return stack(advantages[::-1])
