@@ -3,6 +3,11 @@ the first compiled update takes (compiling), at each algorithm's tuned preset (n
 
     python bench/update_cost.py                                  # a2c ppo dqn ddpg td3 sac
     python bench/update_cost.py --algos a2c dqn --repeats 5
+    python bench/update_cost.py --algos a2c dqn --whole-runs 3   # also whole `rlrun` runs at the preset's budget
+
+With --whole-runs N it also times N whole `rlrun algo=<algo> env=<env>` runs at the tuned preset's budget with
+algo.compile=false and =true, in turns, from the command's start to its end (imports and compiling included), and
+prints the medians and their final eval returns.
 
 An update is what the algorithm does once it has its data: A2C one gradient step on a rollout, PPO all its epochs
 of minibatches on a rollout, DQN one gradient step on a minibatch, DDPG, TD3 and SAC one `update` (critic, actor,
@@ -14,8 +19,13 @@ a shared machine falls on both alike. The ratio of the two is the figure to comp
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from statistics import median
 
 import numpy as np
@@ -65,11 +75,34 @@ def seconds_per_update(agent: Agent, update: Callable[[Agent], object], updates:
     return (time.perf_counter() - start) / updates
 
 
+def whole_run(algo: str, compiled: bool, folder: Path) -> tuple[float, float]:
+    """Wall seconds of one `rlrun` run at the preset's budget, and its final eval return."""
+    rlrun = str(Path(sys.executable).parent / "rlrun")
+    start = time.perf_counter()
+    subprocess.run([rlrun, f"algo={algo}", f"env={ENVS[algo]}", f"algo.compile={str(compiled).lower()}",
+                    "progress=false", f"hydra.run.dir={folder}"], check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((folder / "summary.json").read_text())["final_eval"]["mean_return"]
+
+
+def print_whole_runs(algo: str, runs: int) -> None:
+    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for turn in range(runs):
+            for compiled in (False, True):
+                results[compiled].append(whole_run(algo, compiled, Path(workdir) / f"{compiled}-{turn}"))
+    eager, compiled = (median(seconds for seconds, _ in results[variant]) for variant in (False, True))
+    finals = {variant: [final for _, final in results[variant]] for variant in (False, True)}
+    print(f"      whole run at the preset's budget: eager {eager:.1f} s (finals {finals[False]}), compiled "
+          f"{compiled:.1f} s (finals {finals[True]}), ratio {compiled / eager:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algos", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--updates", type=int, default=200, help="updates per timed turn")
     parser.add_argument("--repeats", type=int, default=3, help="turns of each variant, interleaved")
+    parser.add_argument("--whole-runs", type=int, default=0, help="whole rlrun runs of each variant, interleaved")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; medians of {args.repeats} interleaved turns of {args.updates} updates")
@@ -91,6 +124,8 @@ def main() -> None:
         eager_ms, compiled_ms = (1e3 * median(times[name]) for name in ("eager", "compiled"))
         print(f"{algo:5} {ENVS[algo]:12} {eager_ms:9.3f} {compiled_ms:12.3f} {compiled_ms / eager_ms:6.2f} "
               f"{compile_seconds:10.1f}", flush=True)
+        if args.whole_runs:
+            print_whole_runs(algo, args.whole_runs)
 
 
 if __name__ == "__main__":
