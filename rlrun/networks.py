@@ -45,6 +45,15 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad
     optimizer.step()
 
 
+def compile_if(enabled: bool, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` run through torch.compile when `enabled` (an algorithm's `compile` hyperparameter), else `function`
+    itself. The algorithms pass the function that computes their losses from tensors: torch.compile fuses its
+    operations, and those of its backward pass, into fewer kernels, at the price of compiling it on the first
+    call. The optimizer step stays outside, so that a learning rate that changes every update (lr_schedule=linear)
+    does not make torch.compile compile again."""
+    return torch.compile(function) if enabled else function
+
+
 def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh") -> nn.Sequential:
     """in_dim -> hidden layers with `activation` -> out_dim (linear output)."""
     if activation not in ACTIVATIONS:

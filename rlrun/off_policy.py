@@ -28,9 +28,9 @@ from rlrun.buffers import ReplayBuffer
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
 from rlrun.exploration import NOISE_TYPES, ActionNoise
-from rlrun.networks import BoundedActor, ObservationEncoder, finite_bounds, target_copy
+from rlrun.networks import BoundedActor, ObservationEncoder, compile_if, finite_bounds, frozen, target_copy
 from rlrun.returns import intervals_passed, replay_ratio_warning
-from rlrun.validation import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+from rlrun.validation import (BOOLEAN, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
                               batch_fits_in_buffer, one_of)
 
 
@@ -49,14 +49,14 @@ class OffPolicyActorCritic(Agent):
     shared_rules: ClassVar = {
         "gamma": UNIT_INTERVAL, "buffer_size": POSITIVE_INT, "batch_size": POSITIVE_INT,
         "learning_starts": NON_NEGATIVE_INT, "train_every": POSITIVE_INT, "gradient_steps": POSITIVE_INT,
-        "tau": UNIT_INTERVAL}
+        "tau": UNIT_INTERVAL, "compile": BOOLEAN}
     config_checks = (batch_fits_in_buffer,)
     config_warnings = (replay_ratio_warning,)
     checkpointed: ClassVar[tuple[str, ...]]  # attributes whose state_dict goes into the checkpoint
 
     def __init__(self, algo_name: str, observation_space: gym.Space, action_space: gym.spaces.Box,
                  context: RunContext, gamma: float, buffer_size: int, batch_size: int, learning_starts: int,
-                 train_every: int, gradient_steps: int, tau: float):
+                 train_every: int, gradient_steps: int, tau: float, compile: bool):
         low, high = finite_bounds(algo_name, action_space)
         self.device = context.device
         self.gamma = gamma
@@ -79,10 +79,29 @@ class OffPolicyActorCritic(Agent):
             "obs": (obs_shape, obs_dtype), "action": ((self.action_dim,), np.float32), "reward": ((), np.float32),
             "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32)})
         self.rng = np.random.default_rng(context.seed)  # draws the minibatches
+        self.critic_loss = compile_if(compile, self.critic_loss)
+        self.actor_loss = self.with_critic_frozen(compile_if(compile, self.actor_loss))
 
     @abstractmethod
     def policy_action(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
         """Actions (batch, action_dim) inside the bounds for encoded observations: exploring or deterministic."""
+
+    @abstractmethod
+    def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+                    next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The critic's loss on a minibatch and its mean Q(s, a) (run through torch.compile with compile=true)."""
+
+    @abstractmethod
+    def actor_loss(self, *args: torch.Tensor) -> Any:
+        """The actor's loss (run through torch.compile with compile=true); called with the critic frozen."""
+
+    def with_critic_frozen(self, actor_loss: Callable[..., Any]) -> Callable[..., Any]:
+        """`actor_loss` with the critic's parameters frozen around it, outside what torch.compile traces (it cannot
+        change a tensor's requires_grad)."""
+        def frozen_critic_actor_loss(*args: torch.Tensor) -> Any:
+            with frozen(self.critic):
+                return actor_loss(*args)
+        return frozen_critic_actor_loss
 
     @abstractmethod
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
@@ -147,9 +166,9 @@ class DeterministicActorCritic(OffPolicyActorCritic):
     def __init__(self, algo_name: str, observation_space: gym.Space, action_space: gym.spaces.Box,
                  context: RunContext, gamma: float, actor_lr: float, critic_lr: float, buffer_size: int,
                  batch_size: int, learning_starts: int, train_every: int, gradient_steps: int, tau: float,
-                 noise_type: str, exploration_noise: float, ou_theta: float, ou_dt: float):
+                 noise_type: str, exploration_noise: float, ou_theta: float, ou_dt: float, compile: bool):
         super().__init__(algo_name, observation_space, action_space, context, gamma, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau)
+                         learning_starts, train_every, gradient_steps, tau, compile)
         make_net = context.make_net
         self.actor = BoundedActor(make_net(self.obs_dim, self.action_dim), self.low, self.high).to(self.device)
         self.critic = self.make_critic(make_net).to(self.device)

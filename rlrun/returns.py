@@ -14,24 +14,26 @@ import torch
 MAX_GRADIENT_STEPS_PER_ENV_STEP = 8
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-        truncated: np.ndarray, gamma: float, gae_lambda: float) -> np.ndarray:
+def gae(rewards: Any, values: Any, next_values: Any, terminated: Any, truncated: Any, gamma: float,
+        gae_lambda: float) -> Any:
     """Generalized advantage estimation (Schulman et al. 2016), backwards in time:
 
         delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
         A_t     = delta_t + gamma lambda (1 - done_t) A_{t+1},        A_T = 0,  done_t = terminated_t or truncated_t
 
-    Every argument has shape (T, num_envs); `next_values` is V of the true next observations s'_t, so a
-    truncated step bootstraps from the state it was cut at and a terminated one from nothing.
+    Every argument has shape (T, num_envs): numpy arrays, or torch tensors (then `terminated` and `truncated` as
+    0/1 floats), and the advantages are of the same kind. `next_values` is V of the true next observations s'_t,
+    so a truncated step bootstraps from the state it was cut at and a terminated one from nothing.
     """
     deltas = rewards + gamma * (1.0 - terminated) * next_values - values
-    continues = 1.0 - (terminated | truncated)
-    advantages = np.empty_like(deltas)
-    advantage = np.zeros_like(deltas[0])
-    for t in reversed(range(len(deltas))):
-        advantage = deltas[t] + gamma * gae_lambda * continues[t] * advantage
-        advantages[t] = advantage
-    return advantages
+    decays = gamma * gae_lambda * (1.0 - terminated) * (1.0 - truncated)  # gamma lambda (1 - done_t)
+    advantage = deltas[-1]
+    advantages = [advantage]
+    for t in reversed(range(len(deltas) - 1)):
+        advantage = deltas[t] + decays[t] * advantage
+        advantages.append(advantage)
+    stack = torch.stack if isinstance(deltas, torch.Tensor) else np.stack
+    return stack(advantages[::-1])
 
 
 def returns_to_go(rewards: np.ndarray, gamma: float, bootstrap_value: float = 0.0) -> np.ndarray:

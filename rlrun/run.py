@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from rlrun.checks import check_spaces
 from rlrun.core import Agent, RunContext
 from rlrun.errors import ConfigError, Interrupted
-from rlrun.validation import BOOLEAN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, check, optional
+from rlrun.validation import (BOOLEAN, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, check, one_of,
+                              optional)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ RUN_RULES = {
     "eval.epsilon": UNIT_INTERVAL, "eval.max_episode_steps": optional(POSITIVE_INT),
     "eval.video_every": optional(POSITIVE_INT),
     "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
-    "sweep.seeds_per_trial": POSITIVE_INT, "env.num_envs": POSITIVE_INT,
+    "sweep.seeds_per_trial": POSITIVE_INT, "sweep.objective": one_of(("final_return", "early_solve")),
+    "sweep.solve_threshold": optional(NUMBER), "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT),
 }
 # what the saved agent, its envs and its random streams were built for: a resume cannot change them
@@ -46,7 +48,7 @@ LOCK_FILE = ".rlrun.lock"
 
 def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent in `job_dir`; or, with sweep.seeds_per_trial=N, N agents (seed, seed+1, ...) in its
-    subfolders `seed=<s>`, returning the mean of their final eval returns, a steadier objective for a search.
+    subfolders `seed=<s>`, returning the mean of their objectives (sweep.objective), a steadier one for a search.
     `preset` is the tuned preset the config applied (configs/tuned/<preset>.yaml), None where there is none;
     `sweep` names the sweep the job belongs to (its runs form one group in a tracker), None for a single run."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -58,7 +60,7 @@ def train_job(cfg: DictConfig, job_dir: Path, algo_name: str, preset: str | None
     returns = [train(OmegaConf.merge(cfg, {"seed": seed}), job_dir / f"seed={seed}", algo_name, preset, sweep)
                for seed in seeds]
     mean = sum(returns) / len(returns)
-    announce(f"rlrun: mean final eval return over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
+    announce(f"rlrun: mean {cfg.sweep.objective} over seeds {seeds[0]}-{seeds[-1]}: {mean:.2f}")
     return mean
 
 
@@ -89,6 +91,9 @@ def check_config(config: dict[str, Any]) -> None:
     check("algo", values, agent_class.hyperparameter_rules)
     for problem in filter(None, (check_values(values) for check_values in agent_class.config_checks)):
         raise ConfigError(problem)
+    if config["sweep"]["objective"] == "early_solve" and config["sweep"]["solve_threshold"] is None:
+        raise ConfigError("sweep.objective=early_solve needs the eval return that counts as solved: set "
+                          "sweep.solve_threshold=...")
 
 
 def log_config_warnings(config: dict[str, Any]) -> None:
@@ -142,7 +147,7 @@ def build_agent(config: dict[str, Any], observation_space: Any, action_space: An
 
 def train(cfg: DictConfig, run_dir: Path, algo_name: str, preset: str | None, sweep: str | None = None) -> float:
     """Train one agent as `cfg` says in `run_dir`, resuming from run_dir/checkpoints/last.pt when there is one;
-    return the final evaluation's mean return (a sweeper's objective)."""
+    return its sweep.objective (a sweeper's objective)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     with run_folder_lock(run_dir):
         return train_in_locked_folder(cfg, config, run_dir, algo_name, preset, sweep)
@@ -215,6 +220,8 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
              f"{summary['env_steps']} steps in {summary['wall_seconds']:.0f} s "
              f"({summary['steps_per_second']:.0f} steps/s)")
     announce(f"rlrun: run folder {shown(run_dir)} (view it with: tensorboard --logdir {shown(run_dir)})")
+    if cfg.sweep.objective == "early_solve":
+        return early_solve_score(summary["evaluations"], cfg.sweep.solve_threshold, cfg.total_steps)
     return final["mean_return"]
 
 
@@ -235,6 +242,17 @@ def trial_id(run_dir: Path, sweep: str | None) -> str:
         with suppress(ValueError):
             return str(run_dir.absolute().relative_to(Path(sweep).absolute()))
     return f"{run_dir.parent.name}/{run_dir.name}"
+
+
+def early_solve_score(evaluations: list[dict[str, float]], threshold: float, total_steps: int) -> float:
+    """sweep.objective=early_solve: where the final evaluation reaches `threshold`, 1 plus the share of the budget
+    left after the first evaluation that reached it (from 1, solved at the end only, towards 2); otherwise the
+    final return over the threshold (below 1 for positive thresholds), so that nearer misses still rank higher."""
+    final = evaluations[-1]["mean_return"]
+    if final < threshold:
+        return final / abs(threshold)
+    first = next(evaluation for evaluation in evaluations if evaluation["mean_return"] >= threshold)
+    return 1.0 + (1.0 - first["step"] / total_steps)
 
 
 def evaluation_callbacks(config: dict[str, Any]) -> tuple[Callable[[int, float], None], ...]:

@@ -48,6 +48,31 @@ def test_gae_with_a_truncation_and_a_termination_in_one_rollout(gae_lambda):
     np.testing.assert_allclose(advantages[:, 0], GAE_BY_LAMBDA[gae_lambda])
 
 
+def test_gae_of_torch_tensors_is_that_of_numpy_arrays():
+    as_floats = partial(torch.tensor, dtype=torch.float32)
+    advantages = gae(as_floats(REWARDS), as_floats(VALUES), as_floats(NEXT_VALUES), as_floats(TERMINATED),
+                     as_floats(TRUNCATED), gamma=0.5, gae_lambda=0.95)
+    np.testing.assert_allclose(advantages[:, 0].numpy(), GAE_BY_LAMBDA[0.95], rtol=1e-6)
+
+
+def test_compiled_update_gives_the_eager_numbers():
+    def make(compile: bool) -> A2C:
+        torch.manual_seed(0)
+        return A2C(OBS_SPACE, gym.spaces.Discrete(2), context(partial(network, hidden_sizes=[4])), n_steps=2,
+                   gae_lambda=0.95, entropy_coef=0.01, optimizer="adam", compile=compile)
+
+    eager, compiled = make(False), make(True)
+    rng = np.random.default_rng(0)
+    steps = [Transition(rng.standard_normal((3, 1)).astype(np.float32), rng.integers(0, 2, 3), np.ones(3),
+                        rng.standard_normal((3, 1)).astype(np.float32), np.array([False, True, False]),
+                        np.array([False, False, True])) for _ in range(2)]
+    eager_metrics = [eager.observe(step) for step in steps][-1]
+    compiled_metrics = [compiled.observe(step) for step in steps][-1]
+    assert compiled_metrics == pytest.approx(eager_metrics, rel=1e-5, abs=1e-6)
+    for eager_param, compiled_param in zip(eager.actor_critic.parameters(), compiled.actor_critic.parameters()):
+        torch.testing.assert_close(compiled_param, eager_param, rtol=1e-5, atol=1e-6)
+
+
 def identity_critic_uniform_actor(in_dim: int, out_dim: int) -> nn.Module:
     """V(s) = s for the critic (out_dim 1); equal logits for the actor."""
     layer = nn.Linear(in_dim, out_dim)

@@ -253,3 +253,14 @@ def test_slurm_example_config_extends_the_submitit_slurm_launcher():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
 
+
+
+def test_early_solve_score_rewards_an_early_solve_that_lasts():
+    from rlrun.run import early_solve_score
+
+    def evaluations(*returns):
+        return [{"step": 5000 * (i + 1), "mean_return": value} for i, value in enumerate(returns)]
+
+    assert early_solve_score(evaluations(100, 480, 500, 500), 475, 20000) == pytest.approx(1.5)  # first solved at 10k of 20k
+    assert early_solve_score(evaluations(100, 200, 300, 490), 475, 20000) == pytest.approx(1.0)   # at the end only
+    assert early_solve_score(evaluations(100, 500, 500, 380), 475, 20000) == pytest.approx(0.8)   # solved, then lost

@@ -36,7 +36,7 @@ from torch import nn
 
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
-from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, gradient_step, make_optimizer
+from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, compile_if, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
@@ -51,14 +51,14 @@ class A2C(Agent):
         "optimizer": one_of(OPTIMIZERS), "optimizer_eps": POSITIVE, "value_coef": NON_NEGATIVE,
         "entropy_coef": NON_NEGATIVE, "max_grad_norm": optional(POSITIVE), "normalize_advantages": BOOLEAN,
         "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN,
-        "lr_schedule": one_of(LR_SCHEDULES)}
+        "lr_schedule": one_of(LR_SCHEDULES), "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
                  gamma: float = 0.99, gae_lambda: float = 1.0, n_steps: int = 5, lr: float = 7e-4,
                  optimizer: str = "rmsprop", optimizer_eps: float = 1e-5, value_coef: float = 0.5,
                  entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, normalize_advantages: bool = False,
                  shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
-                 lr_schedule: str = "constant"):
+                 lr_schedule: str = "constant", compile: bool = False):
         self.device = context.device
         self.gamma = gamma
         self.gae_lambda = gae_lambda
@@ -74,6 +74,7 @@ class A2C(Agent):
                                         log_std_init, orthogonal_init).to(self.device)
         self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
+        self.loss = compile_if(compile, self.loss)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         return self.actor_critic.act(self.encode(obs), explore)
@@ -88,20 +89,33 @@ class A2C(Agent):
 
     def update(self) -> dict[str, float]:
         rollout = self.rollout.stacked()
-        steps, num_envs = rollout.reward.shape
-        batch = steps * num_envs
+        batch = rollout.reward.size
         obs_shape = rollout.obs.shape[2:]
-        out, values = self.actor_critic(self.encode(rollout.obs.reshape(batch, *obs_shape)))
-        with torch.inference_mode():  # V(s'_t) is a constant of the loss: no graph, no policy pass over s'_t
-            next_values = self.actor_critic.value(self.encode(rollout.next_obs.reshape(batch, *obs_shape)))
-        values_np = values.detach().cpu().numpy().reshape(steps, num_envs)
-        advantages_np = gae(rollout.reward, values_np, next_values.cpu().numpy().reshape(steps, num_envs),
-                            rollout.terminated, rollout.truncated, self.gamma, self.gae_lambda)
-        advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
-        value_targets = torch.as_tensor((advantages_np + values_np).reshape(-1), dtype=torch.float32, device=self.device)
-        actions = torch.as_tensor(rollout.action.reshape(batch, *self.actor_critic.head.action_shape), device=self.device)
 
-        if self.normalize_advantages and batch > 1:
+        def as_floats(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float32, device=self.device)
+
+        actions = torch.as_tensor(rollout.action.reshape(batch, *self.actor_critic.head.action_shape), device=self.device)
+        loss, losses = self.loss(self.encode(rollout.obs.reshape(batch, *obs_shape)),
+                                 self.encode(rollout.next_obs.reshape(batch, *obs_shape)), actions,
+                                 as_floats(rollout.reward), as_floats(rollout.terminated), as_floats(rollout.truncated))
+        self.lr_schedule.apply(self.optimizer, self.env_steps)
+        gradient_step(self.optimizer, loss, self.max_grad_norm)
+        return dict(zip(("policy_loss", "value_loss", "entropy"), losses.tolist()))  # one host sync
+
+    def loss(self, x: torch.Tensor, next_x: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+             terminated: torch.Tensor, truncated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L of one rollout, from its encoded s_t and s'_t (rows t * num_envs + env) and its (steps, num_envs)
+        rewards and episode ends; and the policy loss, value loss and entropy in one tensor, without graph."""
+        out, values = self.actor_critic(x)
+        with torch.no_grad():  # V(s'_t), A_t and G_t are constants of the loss: no graph, no policy pass over s'_t
+            next_values = self.actor_critic.value(next_x)
+            old_values = values.detach().view_as(rewards)
+            advantages = gae(rewards, old_values, next_values.view_as(rewards), terminated, truncated, self.gamma,
+                             self.gae_lambda)
+            value_targets = (advantages + old_values).reshape(-1)
+            advantages = advantages.reshape(-1)
+        if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         log_prob, entropy = self.actor_critic.head.log_prob_and_entropy(out, actions)
         policy_loss = -(log_prob * advantages).mean()
@@ -110,11 +124,7 @@ class A2C(Agent):
         loss = policy_loss + self.value_coef * value_loss
         if self.entropy_coef:  # otherwise no backward pass through the entropy
             loss = loss - self.entropy_coef * entropy
-
-        self.lr_schedule.apply(self.optimizer, self.env_steps)
-        gradient_step(self.optimizer, loss, self.max_grad_norm)
-        losses = torch.stack([policy_loss, value_loss, entropy]).detach().tolist()  # one host sync
-        return dict(zip(("policy_loss", "value_loss", "entropy"), losses))
+        return loss, torch.stack([policy_loss, value_loss, entropy]).detach()
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),

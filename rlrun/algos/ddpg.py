@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rlrun.core import RunContext
-from rlrun.networks import Critic, frozen, gradient_step
+from rlrun.networks import Critic, gradient_step
 from rlrun.off_policy import DeterministicActorCritic, Minibatch
 from rlrun.returns import polyak_update
 
@@ -47,10 +47,10 @@ class DDPG(DeterministicActorCritic):
                  gamma: float = 0.99, actor_lr: float = 1e-3, critic_lr: float = 1e-3, buffer_size: int = 1_000_000,
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
-                 ou_theta: float = 0.15, ou_dt: float = 0.01):
+                 ou_theta: float = 0.15, ou_dt: float = 0.01, compile: bool = False):
         super().__init__("ddpg", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
                          batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
-                         ou_theta, ou_dt)
+                         ou_theta, ou_dt, compile)
 
     def make_critic(self, make_net: Callable[..., nn.Module]) -> Critic:
         return Critic(make_net(self.obs_dim + self.action_dim, 1))
@@ -61,16 +61,20 @@ class DDPG(DeterministicActorCritic):
             return reward + self.gamma * (1.0 - terminated) * self.critic_target(next_obs, self.actor_target(next_obs))
 
     def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """-mean Q(s, mu(s)); the critic's parameters take no gradient from it."""
-        with frozen(self.critic):
-            return -self.critic(obs, self.actor(obs)).mean()
+        """-mean Q(s, mu(s)); the critic's parameters take no gradient from it (rlrun.off_policy freezes them)."""
+        return -self.critic(obs, self.actor(obs)).mean()
+
+    def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+                    next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean (Q(s, a) - y)^2, and the mean Q(s, a)."""
+        y = self.td_target(reward, terminated, next_obs)
+        q = self.critic(obs, action)
+        return nn.functional.mse_loss(q, y), q.detach().mean()
 
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
-        y = self.td_target(batch.reward, batch.terminated, batch.next_obs)
-        q = self.critic(batch.obs, batch.action)
-        critic_loss = nn.functional.mse_loss(q, y)
+        critic_loss, q_mean = self.critic_loss(batch.obs, batch.action, batch.reward, batch.terminated, batch.next_obs)
         gradient_step(self.critic_optimizer, critic_loss)
         actor_loss = self.actor_loss(batch.obs)
         gradient_step(self.actor_optimizer, actor_loss)
         polyak_update(self.target_params, self.online_params, self.tau)
-        return {"critic_loss": critic_loss.detach(), "q_values": q.detach().mean(), "actor_loss": actor_loss.detach()}
+        return {"critic_loss": critic_loss.detach(), "q_values": q_mean, "actor_loss": actor_loss.detach()}

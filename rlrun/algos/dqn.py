@@ -53,7 +53,7 @@ from torch import nn
 from rlrun.buffers import FrameReplayBuffer, ReplayBuffer
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.exploration import epsilon_greedy
-from rlrun.networks import OPTIMIZERS, ObservationEncoder, is_image, make_optimizer
+from rlrun.networks import OPTIMIZERS, ObservationEncoder, compile_if, gradient_step, is_image, make_optimizer
 from rlrun.returns import intervals_passed, n_step_return, polyak_update, replay_ratio_warning
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule, schedule_from
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
@@ -72,7 +72,7 @@ class DQN(Agent):
         "train_every": POSITIVE_INT, "gradient_steps": POSITIVE_INT, "target_update_every": POSITIVE_INT,
         "tau": UNIT_INTERVAL, "epsilon.decay_steps": POSITIVE_INT, "double": BOOLEAN, "dueling": BOOLEAN,
         "n_step": POSITIVE_INT, "loss": one_of(LOSSES), "max_grad_norm": optional(POSITIVE),
-        "lr_schedule": one_of(LR_SCHEDULES)}
+        "lr_schedule": one_of(LR_SCHEDULES), "compile": BOOLEAN}
     config_checks = (batch_fits_in_buffer,)
     config_warnings = (replay_ratio_warning,)
 
@@ -82,7 +82,7 @@ class DQN(Agent):
                  target_update_every: int = 1000, tau: float = 1.0, epsilon: Mapping[str, Any] | None = None,
                  double: bool = False, dueling: bool = False, n_step: int = 1, loss: str = "huber",
                  max_grad_norm: float | None = 10.0, optimizer: str = "adam", optimizer_eps: float = 1e-8,
-                 lr_schedule: str = "constant"):
+                 lr_schedule: str = "constant", compile: bool = False):
         self.lr_schedule = LearningRateSchedule(lr_schedule, context.total_steps)
         self.epsilon = schedule_from("algo.epsilon", epsilon or {"start": 0.05}, lambda v: 0 <= v <= 1, "in [0, 1]")
         self.device = context.device
@@ -118,6 +118,7 @@ class DQN(Agent):
                                                      **fields})
         self.windows: list[deque] = []  # per env: (s, a, r) of the steps not yet in the buffer
         self.rng = np.random.default_rng(context.seed)  # draws the exploration and the minibatches
+        self.td_loss = compile_if(compile, self.td_loss)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         with torch.inference_mode():
@@ -165,6 +166,13 @@ class DQN(Agent):
             next_value = next_q_target.gather(-1, best_action).squeeze(-1)
             return reward + discount * (1.0 - terminated) * next_value
 
+    def td_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor,
+                terminated: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean Huber(Q(s, a) - y) (or the squared error), and the mean Q(s, a) of the minibatch."""
+        target = self.td_target(reward, discount, terminated, next_obs)
+        q = self.q(obs).gather(-1, action[:, None]).squeeze(-1)
+        return self.loss(q, target), q.detach().mean()
+
     def learn(self, gradient_steps: int) -> dict[str, float]:
         if len(self.replay_buffer) < self.batch_size:
             return {}
@@ -173,17 +181,11 @@ class DQN(Agent):
         for _ in range(gradient_steps):
             batch = {key: torch.as_tensor(value, device=self.device)
                      for key, value in self.replay_buffer.sample(self.batch_size, self.rng).items()}
-            target = self.td_target(batch["reward"], batch["discount"], batch["terminated"],
-                                    self.encode(batch["next_obs"]))
-            q = self.q(self.encode(batch["obs"])).gather(-1, batch["action"][:, None]).squeeze(-1)
-            loss = self.loss(q, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.q.parameters(), self.max_grad_norm)
-            self.optimizer.step()
+            loss, q_mean = self.td_loss(self.encode(batch["obs"]), batch["action"], batch["reward"], batch["discount"],
+                                        batch["terminated"], self.encode(batch["next_obs"]))
+            gradient_step(self.optimizer, loss, self.max_grad_norm)
             td_losses.append(loss.detach())
-            q_values.append(q.detach().mean())
+            q_values.append(q_mean)
         return {"td_loss": torch.stack(td_losses).mean().item(), "q_values": torch.stack(q_values).mean().item()}
 
     def state_dict(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ import torch
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
-from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, gradient_step, make_optimizer
+from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, compile_if, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule, is_number, one_of,
@@ -100,7 +100,8 @@ class PPO(Agent):
         "normalize_advantages": BOOLEAN, "entropy_coef": NON_NEGATIVE, "value_coef": NON_NEGATIVE,
         "max_grad_norm": optional(POSITIVE), "target_kl": optional(POSITIVE), "lr": POSITIVE,
         "lr_schedule": one_of(LR_SCHEDULES), "optimizer": one_of(OPTIMIZERS), "optimizer_eps": POSITIVE,
-        "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN}
+        "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN,
+        "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
                  gamma: float = 0.99, gae_lambda: float = 0.95, n_steps: int = 2048, update_epochs: int = 10,
@@ -108,7 +109,8 @@ class PPO(Agent):
                  normalize_advantages: bool = True, entropy_coef: float = 0.0, value_coef: float = 0.5,
                  max_grad_norm: float | None = 0.5, target_kl: float | None = None, lr: float = 3e-4,
                  lr_schedule: str = "constant", optimizer: str = "adam", optimizer_eps: float = 1e-5,
-                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True):
+                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
+                 compile: bool = False):
         self.device = context.device
         self.gamma = gamma
         self.gae_lambda = gae_lambda
@@ -129,6 +131,7 @@ class PPO(Agent):
                                         log_std_init, orthogonal_init).to(self.device)
         self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
+        self.minibatch_losses = compile_if(compile, self.minibatch_losses)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         return self.actor_critic.act(self.encode(obs), explore)

@@ -41,7 +41,7 @@ from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
 from rlrun.core import RunContext
-from rlrun.networks import BoundedActor, TwinCritic, frozen, gradient_step, target_copy
+from rlrun.networks import BoundedActor, TwinCritic, gradient_step, target_copy
 from rlrun.off_policy import Minibatch, OffPolicyActorCritic
 from rlrun.returns import polyak_update
 from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, optional
@@ -86,15 +86,15 @@ class Temperature(nn.Module):
 class SAC(OffPolicyActorCritic):
     hyperparameter_rules = {
         **OffPolicyActorCritic.shared_rules, "actor_lr": POSITIVE, "critic_lr": POSITIVE, "alpha_lr": POSITIVE,
-        "alpha": POSITIVE, "autotune": BOOLEAN, "target_entropy": optional(NUMBER)}
+        "alpha": POSITIVE, "autotune": BOOLEAN, "target_entropy": optional(NUMBER), "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, context: RunContext,
                  gamma: float = 0.99, actor_lr: float = 3e-4, critic_lr: float = 3e-4, alpha_lr: float = 3e-4,
                  buffer_size: int = 1_000_000, batch_size: int = 256, learning_starts: int = 100,
                  train_every: int = 1, gradient_steps: int = 1, tau: float = 0.005, alpha: float = 1.0,
-                 autotune: bool = True, target_entropy: float | None = None):
+                 autotune: bool = True, target_entropy: float | None = None, compile: bool = False):
         super().__init__("sac", observation_space, action_space, context, gamma, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau)
+                         learning_starts, train_every, gradient_steps, tau, compile)
         make_net = context.make_net
         self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
                                             self.low, self.high).to(self.device)
@@ -125,25 +125,29 @@ class SAC(OffPolicyActorCritic):
 
     def actor_loss(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mean (alpha log pi(a~|s) - min_i Q_i(s, a~)) over reparameterized a~ ~ pi(.|s), and those log pi;
-        the critics' parameters take no gradient from it."""
+        the critics' parameters take no gradient from it (rlrun.off_policy freezes them)."""
         action, log_prob = self.actor.sample(obs)
-        with frozen(self.critic):
-            return (alpha * log_prob - self.critic.min(obs, action)).mean(), log_prob.detach()
+        return (alpha * log_prob - self.critic.min(obs, action)).mean(), log_prob.detach()
 
     def temperature_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
         """-mean alpha (log pi + H_target): its gradient raises alpha while the entropy is below the target."""
         return -(self.temperature() * (log_prob + self.target_entropy)).mean()
 
+    def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+                    next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean (Q_1(s, a) - y)^2 + mean (Q_2(s, a) - y)^2 at the current alpha, and the mean Q_1(s, a)."""
+        y = self.td_target(reward, terminated, next_obs, self.temperature().detach())
+        q1, q2 = self.critic(obs, action)
+        return nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y), q1.detach().mean()
+
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
         alpha = self.temperature().detach()
-        y = self.td_target(batch.reward, batch.terminated, batch.next_obs, alpha)
-        q1, q2 = self.critic(batch.obs, batch.action)
-        critic_loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
+        critic_loss, q_mean = self.critic_loss(batch.obs, batch.action, batch.reward, batch.terminated, batch.next_obs)
         gradient_step(self.critic_optimizer, critic_loss)
         actor_loss, log_prob = self.actor_loss(batch.obs, alpha)
         gradient_step(self.actor_optimizer, actor_loss)
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
-                   "entropy": -log_prob.mean(), "q_values": q1.detach().mean()}
+                   "entropy": -log_prob.mean(), "q_values": q_mean}
         if self.alpha_optimizer is not None:
             alpha_loss = self.temperature_loss(log_prob)
             gradient_step(self.alpha_optimizer, alpha_loss)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from rlrun.core import RunContext
-from rlrun.networks import TwinCritic, frozen, gradient_step
+from rlrun.networks import TwinCritic, gradient_step
 from rlrun.off_policy import DeterministicActorCritic, Minibatch
 from rlrun.returns import polyak_update
 from rlrun.validation import NON_NEGATIVE, POSITIVE_INT
@@ -51,10 +51,10 @@ class TD3(DeterministicActorCritic):
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
                  ou_theta: float = 0.15, ou_dt: float = 0.01, policy_delay: int = 2, target_noise: float = 0.2,
-                 target_noise_clip: float = 0.5):
+                 target_noise_clip: float = 0.5, compile: bool = False):
         super().__init__("td3", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
                          batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
-                         ou_theta, ou_dt)
+                         ou_theta, ou_dt, compile)
         self.policy_delay = policy_delay
         self.target_noise = target_noise
         self.target_noise_clip = target_noise_clip
@@ -72,16 +72,20 @@ class TD3(DeterministicActorCritic):
             return reward + self.gamma * (1.0 - terminated) * self.critic_target.min(next_obs, next_action)
 
     def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """-mean Q_1(s, mu(s)); the critics' parameters take no gradient from it."""
-        with frozen(self.critic):
-            return -self.critic.q1(obs, self.actor(obs)).mean()
+        """-mean Q_1(s, mu(s)); the critics' parameters take no gradient from it (rlrun.off_policy freezes them)."""
+        return -self.critic.q1(obs, self.actor(obs)).mean()
+
+    def critic_loss(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+                    next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean (Q_1(s, a) - y)^2 + mean (Q_2(s, a) - y)^2, and the mean Q_1(s, a)."""
+        y = self.td_target(reward, terminated, next_obs)
+        q1, q2 = self.critic(obs, action)
+        return nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y), q1.detach().mean()
 
     def update(self, batch: Minibatch) -> dict[str, torch.Tensor]:
-        y = self.td_target(batch.reward, batch.terminated, batch.next_obs)
-        q1, q2 = self.critic(batch.obs, batch.action)
-        critic_loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
+        critic_loss, q_mean = self.critic_loss(batch.obs, batch.action, batch.reward, batch.terminated, batch.next_obs)
         gradient_step(self.critic_optimizer, critic_loss)
-        metrics = {"critic_loss": critic_loss.detach(), "q_values": q1.detach().mean()}
+        metrics = {"critic_loss": critic_loss.detach(), "q_values": q_mean}
         if self.updates % self.policy_delay == 0:  # delayed policy updates
             actor_loss = self.actor_loss(batch.obs)
             gradient_step(self.actor_optimizer, actor_loss)
