@@ -58,10 +58,11 @@ class LearningRateSchedule:
     def __init__(self, lr_schedule: str, total_steps: int):
         self.decay_over = total_steps if lr_schedule == "linear" else None
 
-    def apply(self, optimizer: Any, env_steps: int) -> None:
-        """Set the learning rates for `env_steps`; call before each optimizer step."""
-        if self.decay_over is None:
-            return
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])  # kept in the optimizer's state_dict, hence in checkpoints
-            group["lr"] = group["initial_lr"] * max(0.0, 1.0 - env_steps / self.decay_over)
+    def apply(self, optimizer: Any, env_steps: int) -> float:
+        """Set the learning rates for `env_steps`; call before each optimizer step. Returns the first param group's
+        rate, which the algorithms log as charts/learning_rate."""
+        if self.decay_over is not None:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])  # kept in the optimizer's state_dict, hence in checkpoints
+                group["lr"] = group["initial_lr"] * max(0.0, 1.0 - env_steps / self.decay_over)
+        return optimizer.param_groups[0]["lr"]

@@ -119,7 +119,7 @@ def test_gaussian_actions_and_a_shared_trunk():
     step = Transition(obs[:3], samples[:3], np.ones(3), obs[:3], np.zeros(3, bool), np.zeros(3, bool))
     a2c.observe(step)
     before = a2c.actor_critic.head.log_std.detach().clone()
-    assert set(a2c.observe(step)) == {"policy_loss", "value_loss", "entropy"}
+    assert set(a2c.observe(step)) == {"policy_loss", "value_loss", "entropy", "charts/learning_rate"}
     assert not torch.equal(before, a2c.actor_critic.head.log_std)  # the log-std is learned
 
 
@@ -216,3 +216,12 @@ def test_a2c_learns_cartpole(tmp_path):
                        "seed=0", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert max(e["mean_return"] for e in read_summary(tmp_path / "run")["evaluations"]) >= 475
+
+
+def test_the_learning_rate_is_logged_as_its_linear_schedule_decays_it():
+    a2c = A2C(OBS_SPACE, gym.spaces.Discrete(2), context(partial(network, hidden_sizes=[4]), total_steps=8), n_steps=1,
+              lr=0.01, lr_schedule="linear")
+    obs = np.zeros((2, 1), np.float32)
+    step = Transition(obs, np.zeros(2, np.int64), np.ones(2), obs, np.zeros(2, bool), np.zeros(2, bool))
+    rates = [a2c.observe(step)["charts/learning_rate"] for _ in range(3)]  # 2 env steps an update, over 8
+    assert rates == pytest.approx([0.01 * (1 - 2 / 8), 0.01 * (1 - 4 / 8), 0.01 * (1 - 6 / 8)])

@@ -158,7 +158,8 @@ def test_gaussian_actions_learn_their_log_std_and_report_every_metric():
     before = ppo.actor_critic.head.log_std.detach().clone()
     assert ppo.observe(box_rollout_step()) == {}
     metrics = ppo.observe(box_rollout_step())
-    assert set(metrics) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance"}
+    assert set(metrics) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance",
+                            "charts/learning_rate"}
     assert all(math.isfinite(value) for value in metrics.values())
     assert not torch.equal(before, ppo.actor_critic.head.log_std)
 

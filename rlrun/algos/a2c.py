@@ -99,9 +99,10 @@ class A2C(Agent):
         loss, losses = self.loss(self.encode(rollout.obs.reshape(batch, *obs_shape)),
                                  self.encode(rollout.next_obs.reshape(batch, *obs_shape)), actions,
                                  as_floats(rollout.reward), as_floats(rollout.terminated), as_floats(rollout.truncated))
-        self.lr_schedule.apply(self.optimizer, self.env_steps)
+        learning_rate = self.lr_schedule.apply(self.optimizer, self.env_steps)
         gradient_step(self.optimizer, loss, self.max_grad_norm)
-        return dict(zip(("policy_loss", "value_loss", "entropy"), losses.tolist()))  # one host sync
+        return {**dict(zip(("policy_loss", "value_loss", "entropy"), losses.tolist())),  # one host sync
+                "charts/learning_rate": learning_rate}
 
     def loss(self, x: torch.Tensor, next_x: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
              terminated: torch.Tensor, truncated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -176,7 +176,7 @@ class DQN(Agent):
     def learn(self, gradient_steps: int) -> dict[str, float]:
         if len(self.replay_buffer) < self.batch_size:
             return {}
-        self.lr_schedule.apply(self.optimizer, self.env_steps)
+        learning_rate = self.lr_schedule.apply(self.optimizer, self.env_steps)
         td_losses, q_values = [], []
         for _ in range(gradient_steps):
             batch = {key: torch.as_tensor(value, device=self.device)
@@ -186,7 +186,8 @@ class DQN(Agent):
             gradient_step(self.optimizer, loss, self.max_grad_norm)
             td_losses.append(loss.detach())
             q_values.append(q_mean)
-        return {"td_loss": torch.stack(td_losses).mean().item(), "q_values": torch.stack(q_values).mean().item()}
+        return {"td_loss": torch.stack(td_losses).mean().item(), "q_values": torch.stack(q_values).mean().item(),
+                "charts/learning_rate": learning_rate}
 
     def state_dict(self) -> dict[str, Any]:
         # the n-step windows are left out: at a checkpoint (a sync point) every episode has just ended

@@ -165,7 +165,7 @@ class PPO(Agent):
         advantages = torch.as_tensor(advantages_np.reshape(-1), dtype=torch.float32, device=self.device)
         targets = torch.as_tensor(targets_np.reshape(-1), dtype=torch.float32, device=self.device)
 
-        self.lr_schedule.apply(self.optimizer, self.env_steps)
+        learning_rate = self.lr_schedule.apply(self.optimizer, self.env_steps)
         minibatches = (rows for _ in range(self.update_epochs)
                        for rows in torch.randperm(batch, device=self.device).tensor_split(self.num_minibatches))
         evaluated = []
@@ -177,6 +177,7 @@ class PPO(Agent):
                 break
             self.step(losses)
         means = dict(zip(MinibatchLosses._fields, torch.stack(evaluated).mean(0).tolist()))  # one host sync
+        means["charts/learning_rate"] = learning_rate
         explained = explained_variance(old_values_np, targets_np)
         if explained is not None:
             means["explained_variance"] = explained

@@ -133,14 +133,15 @@ class Reinforce(Agent):
         if value_loss is not None:
             loss = loss + value_loss
 
-        self.lr_schedule.apply(self.optimizer, self.env_steps)
+        learning_rate = self.lr_schedule.apply(self.optimizer, self.env_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
             nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
                                      self.max_grad_norm)
         self.optimizer.step()
-        metrics = {"policy_loss": policy_loss.item(), "entropy": entropy.mean().item()}
+        metrics = {"policy_loss": policy_loss.item(), "entropy": entropy.mean().item(),
+                   "charts/learning_rate": learning_rate}
         if value_loss is not None:
             metrics["value_loss"] = value_loss.item()
         return metrics
