@@ -180,10 +180,6 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
     envs = make_vector_env(cfg.env)
     try:
         agent = build_agent(config, envs.single_observation_space, envs.single_action_space)
-        resuming = f", resuming at step {previous['env_steps']}" if previous else ""
-        with_preset = f"preset tuned/{preset}" if preset else "no tuned preset"
-        announce(f"rlrun: {algo_name} on {cfg.env.id} ({with_preset}), {cfg.total_steps} steps{resuming} -> "
-                 f"{shown(run_dir)}")
         settings = TrainerSettings(total_steps=cfg.total_steps, eval_every=cfg.eval.every,
                                    checkpoint_every=cfg.checkpoint.every, log_every=cfg.log_every, seed=cfg.seed,
                                    eval_epsilon=cfg.eval.epsilon)
@@ -201,6 +197,10 @@ def train_in_locked_folder(cfg: DictConfig, config: dict[str, Any], run_dir: Pat
         if previous:
             trainer.restore(previous)  # refuses a change the saved agent cannot take, before anything is written
             record_overrides(run_dir)
+        resuming = f", resuming at step {previous['env_steps']}" if previous else ""
+        with_preset = f"preset tuned/{preset}" if preset else "no tuned preset"
+        announce(f"rlrun: {algo_name} on {cfg.env.id} ({with_preset}), {cfg.total_steps} steps{resuming} -> "
+                 f"{shown(run_dir)}")  # after the refusals a resume can meet: rlrun.log keeps the line
         recorder.tracker = start_tracker(config["logger"], config, run_dir, sweep,
                                          resume_id=previous["recorder"].get("tracked_run_id") if previous else None,
                                          resume_step=previous["env_steps"] if previous else None)
