@@ -198,7 +198,7 @@ def test_tuple_actions_are_refused_in_one_line(tmp_path):
 
 
 def test_ppo_learns_cartpole(tmp_path):
-    # the preset with a fifth of its budget, at a constant learning rate (a random policy returns ~20)
+    # the preset with four fifths of its budget, at a constant learning rate (a random policy returns ~20)
     result = run_rlrun("algo=ppo", "env=CartPole-v1", "total_steps=20000", "algo.lr_schedule=constant",
                        "eval.every=2500", "progress=false", "seed=0", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
