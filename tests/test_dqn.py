@@ -203,7 +203,7 @@ def test_box_actions_are_refused_with_the_algorithms_that_handle_them(tmp_path):
 
 
 def test_dqn_learns_cartpole(tmp_path):
-    result = run_rlrun("algo=dqn", "env=CartPole-v1", "total_steps=20000", "eval.every=5000", "progress=false",
+    result = run_rlrun("algo=dqn", "env=CartPole-v1", "total_steps=10000", "eval.every=5000", "progress=false",
                        "seed=0", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert max(e["mean_return"] for e in read_summary(tmp_path / "run")["evaluations"]) >= 200
