@@ -8,6 +8,7 @@ Run it in an environment with the `bench` extra (`pip install -e ".[bench]"`):
     python bench/compare_sb3.py --env Pendulum-v1 --algos ddpg --threshold -200 --systems rlrun sb3 cleanrl
     python bench/compare_sb3.py --algos ppo --systems rlrun sb3 cleanrl
     python bench/compare_sb3.py --env Pendulum-v1 --algos td3 sac --threshold -200 --systems rlrun sb3 cleanrl
+    python bench/compare_sb3.py --algos a2c --systems rlrun --rlrun-overrides env.num_envs=32 algo.lr=0.004
 
 Both systems use the same evaluation protocol: 10 deterministic episodes, side by side on 10 envs,
 every 5,000 env steps and at the end. rlrun runs its `rlrun` command with the tuned preset; SB3 runs
@@ -18,6 +19,7 @@ steps per second (evaluations excluded). For A2C it also measures, right after e
 worker, the raw step rate of the vector env (same env and num_envs as the preset, random actions) that
 bounds A2C's training throughput, and prints the training rate as a share of it.
 The `cleanrl` system is rlrun with CleanRL's default hyperparameters for the algorithm (CLEANRL below).
+--rlrun-overrides changes the `rlrun` system's preset (a candidate preset, measured the same way).
 """
 
 from __future__ import annotations
@@ -66,12 +68,13 @@ def first_solve(evaluations: list[dict], threshold: float) -> dict | None:
     return next((e for e in evaluations if e["mean_return"] >= threshold), None)
 
 
-def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path, system: str = "rlrun") -> dict:
-    """One `rlrun` run with the tuned preset (overridden by CleanRL's defaults for system=cleanrl);
-    eval times are read from its TensorBoard events."""
+def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path, system: str = "rlrun",
+              preset_overrides: tuple[str, ...] = ()) -> dict:
+    """One `rlrun` run with the tuned preset, changed by `preset_overrides` (system=rlrun) or by CleanRL's defaults
+    (system=cleanrl); eval times are read from its TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    overrides = CLEANRL[algo] if system == "cleanrl" else []
+    overrides = CLEANRL[algo] if system == "cleanrl" else list(preset_overrides)
     run_dir = workdir / f"{system}-{algo}-{seed}"
     result = subprocess.run([RLRUN, f"algo={algo}", f"env={env_id}", f"seed={seed}", f"eval.every={EVAL_EVERY}",
                              f"eval.episodes={EVAL_EPISODES}", "progress=false", f"hydra.run.dir={run_dir}",
@@ -206,6 +209,8 @@ def main() -> None:
                         help="runs side by side, both systems' at once (wall times grow with the sharing)")
     parser.add_argument("--sb3-max-steps", type=int, help="cut SB3's budget (rl-zoo3's n_timesteps) to this many steps")
     parser.add_argument("--out", type=Path, help="write every run's evaluations here as JSON")
+    parser.add_argument("--rlrun-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="rlrun overrides for the rlrun system's runs, e.g. algo.lr=0.004 (a candidate preset)")
     args = parser.parse_args()
     if "cleanrl" in args.systems and not set(args.algos) <= set(CLEANRL):
         parser.error(f"--systems cleanrl: CleanRL defaults are here for {', '.join(CLEANRL)} only")
@@ -217,7 +222,8 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(args.jobs) as pool:
         futures = {(algo, system): [pool.submit(run_sb3, algo, args.env, seed, args.sb3_max_steps) if system == "sb3"
-                                    else pool.submit(run_rlrun, algo, args.env, seed, Path(workdir), system)
+                                    else pool.submit(run_rlrun, algo, args.env, seed, Path(workdir), system,
+                                                     tuple(args.rlrun_overrides))
                                     for seed in args.seeds]
                    for algo in args.algos for system in args.systems}  # all submitted: --jobs runs share the CPU
         for (algo, system), jobs in futures.items():
@@ -229,7 +235,8 @@ def main() -> None:
 
     print(f"\n{args.env}, threshold {args.threshold:g}, eval {EVAL_EPISODES} deterministic episodes every "
           f"{EVAL_EVERY} env steps, seeds {' '.join(map(str, args.seeds))} (medians; first-solve medians over "
-          "the seeds that solved)\n")
+          "the seeds that solved)" + (f"; rlrun with {' '.join(args.rlrun_overrides)}" if args.rlrun_overrides else "")
+          + "\n")
     header = ("algo", "env", "system", "solved", "steps to first solve", "wall s to first solve",
               "final eval (each seed)", "train steps/s")
     rows = []
