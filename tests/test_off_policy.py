@@ -61,7 +61,7 @@ def assert_same_state(restored, original) -> None:
 
 
 @pytest.mark.parametrize("name, settings", [("ddpg", {"noise_type": "ou"}), ("td3", {"noise_type": "ou"}),
-                                            ("sac", {})])
+                                            ("sac", {}), ("sac", {"use_sde": True, "sde_sample_every": 10})])
 def test_state_dict_round_trip(tmp_path, name, settings):
     learner = agent(name, gym.spaces.Box(-1.0, 1.0, (1,), np.float32), **settings)
     for _ in range(3):
@@ -84,10 +84,11 @@ def test_image_observations_are_refused_with_the_algorithms_that_take_them(name)
 
 # the tuned preset cut to `steps` env steps (1k random for ddpg and td3, 100 for sac): the swing-up is learned
 # (random play: about -1200)
-@pytest.mark.parametrize("name, steps, threshold", [("ddpg", 5000, -300), ("td3", 6000, -400), ("sac", 5000, -300)])
-def test_learns_pendulum(tmp_path, name, steps, threshold):
+@pytest.mark.parametrize("name, steps, threshold, overrides", [
+    ("ddpg", 5000, -300, []), ("td3", 6000, -400, []), ("sac", 5000, -300, []), ("sac", 5000, -300, ["algo.use_sde=true"])])
+def test_learns_pendulum(tmp_path, name, steps, threshold, overrides):
     result = run_rlrun(f"algo={name}", "env=Pendulum-v1", f"total_steps={steps}", f"eval.every={steps}", "seed=0",
-                       "hydra.run.dir=run", cwd=tmp_path)
+                       "hydra.run.dir=run", *overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= threshold
 

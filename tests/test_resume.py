@@ -36,11 +36,14 @@ RUNS = {
 }
 # SARSA shares Q-learning's tabular path (its own resume state is covered in test_tabular.py)
 ALGOS = sorted(path.stem for path in packaged_configs("algo") if path.stem != "sarsa")
+# settings with state of their own across a checkpoint: name -> (algorithm, overrides added to its run)
+VARIANTS = {"sac-gsde": ("sac", ["algo.use_sde=true", "algo.sde_sample_every=300"])}
 SAME = ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return")
 
 
-def run_arguments(algo: str, run_dir: str) -> list[str]:
-    return [f"algo={algo}", *RUNS[algo], "seed=0", "progress=false", f"hydra.run.dir={run_dir}"]
+def run_arguments(name: str, run_dir: str) -> list[str]:
+    algo, overrides = VARIANTS.get(name, (name, []))
+    return [f"algo={algo}", *RUNS[algo], *overrides, "seed=0", "progress=false", f"hydra.run.dir={run_dir}"]
 
 
 def start(algo: str, run_dir: str, cwd: Path) -> subprocess.Popen:
@@ -54,7 +57,7 @@ def scalar_steps(run_dir: Path, tag: str) -> list[int]:
     return [event.step for event in events.Scalars(tag)]
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", [*ALGOS, *VARIANTS])
 def test_killed_run_resumes_to_the_same_result(tmp_path, algo):
     whole = start(algo, "whole", tmp_path)
     killed_at("steps:1:300", run_arguments(algo, "killed"), tmp_path)

@@ -1,10 +1,11 @@
 """SAC's tanh-Gaussian log-probability against a numerical change of variables, its soft target and the
-temperature loss's gradient against hand-computed numbers; a checkpoint round trip; a short learning run on
-Pendulum."""
+temperature loss's gradient against hand-computed numbers; gSDE's state-dependent noise against its variance
+and its schedule; a checkpoint round trip; a short learning run on Pendulum."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +16,8 @@ from torch import nn
 from conftest import context, transition
 
 from rlrun.algos.sac import SAC, tanh_gaussian_log_prob
+from rlrun.errors import ConfigError
+from rlrun.networks import network
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 3.0, (1,), np.float32)  # center 1, half range 2
@@ -136,3 +139,83 @@ def test_target_critics_follow_by_polyak_averaging():
     sac.observe(transition([0.0], [2.0], [1.0], [2.0]))
     for before, after, online in zip(targets, sac.critic_target.parameters(), sac.critic.parameters()):
         assert torch.allclose(after, before + 0.1 * (online - before), atol=1e-6)
+
+
+def sde_agent(**kwargs) -> SAC:
+    """SAC with gSDE on 2-D actions in [-1, 1]; for s >= 0 the policy's features are z(s) = (s, 2s, 0, ..., 0) (its
+    relu trunk) and m(s) = (0.5 s, 0.5 s) (its head)."""
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    settings = {**dict(gamma=0.5, learning_starts=0, batch_size=1, buffer_size=100, use_sde=True, train_every=4,
+                       sde_log_std_init=-1.0), **kwargs}
+    sac = SAC(OBS_SPACE, space, context(partial(network, activation="relu")), **settings)
+    trunk, (mean_head,) = sac.actor.net.trunk, sac.actor.net.heads
+    with torch.no_grad():
+        for param in sac.actor.net.parameters():
+            param.zero_()
+        trunk[0][0].weight[:3] = torch.tensor([[1.0], [2.0], [0.0]])  # the trunk's first layer; relu keeps s >= 0
+        trunk[0][-1].weight[:3, :3] = torch.eye(3)
+        mean_head.weight[:, 0] = 0.5
+    return sac
+
+
+def test_sde_noise_is_linear_in_the_features_with_the_variance_of_its_log_probability():
+    torch.manual_seed(0)
+    sac = sde_agent()
+    with torch.no_grad():
+        sac.actor.log_std[:3] = torch.tensor([[-1.0, 0.0], [-2.0, -0.5], [3.0, 3.0]])
+    obs = torch.tensor([[0.8]])
+    mean, features = sac.actor.mean_and_features(obs)
+    assert features[0, :3].tolist() == pytest.approx([0.8, 1.6, 0.0]) and features[0, 3:].abs().max() == 0
+    assert mean[0].tolist() == pytest.approx([0.4, 0.4])
+    # sigma_j(s)^2 = sum_k z_k^2 sigma_kj^2 + 1e-6: the third feature is 0, so its large sigma adds nothing
+    variance = [0.64 * math.exp(-2.0) + 2.56 * math.exp(-4.0) + 1e-6, 0.64 + 2.56 * math.exp(-1.0) + 1e-6]
+    noise = sac.actor.draw_noise(50000)
+    u = mean + (features.unsqueeze(-2) @ (sac.actor.log_std.exp() * noise)).squeeze(-2)
+    assert u.mean(0).tolist() == pytest.approx([0.4, 0.4], abs=0.02)
+    assert u.var(0).tolist() == pytest.approx(variance, rel=0.03)
+    action, log_prob = sac.actor.sample(obs.expand(50000, 1), noise)
+    assert torch.allclose(action, torch.tanh(u), atol=1e-6)  # bounds [-1, 1]: a = tanh(u)
+    expected = tanh_gaussian_log_prob(mean, 0.5 * torch.tensor(variance).log(), u)
+    assert torch.allclose(log_prob, expected, atol=1e-5)
+
+
+def test_sde_mean_is_clipped_and_the_evaluation_action_has_no_noise():
+    sac = sde_agent()
+    obs = torch.tensor([[10.0]])  # m(s) = 5, clipped to 2
+    assert sac.actor.mean_and_features(obs)[0].tolist() == [[2.0, 2.0]]
+    assert sac.policy_action(obs, explore=False)[0].tolist() == pytest.approx([math.tanh(2.0)] * 2)
+
+
+def test_each_env_keeps_its_sde_noise_until_the_next_round_of_updates():
+    torch.manual_seed(0)
+    sac = sde_agent(batch_size=50)  # no update (the buffer holds fewer rows): the noise schedule alone
+    obs = np.full((3, 1), 0.5, np.float32)
+    first = sac.act(obs)
+    assert len(np.unique(first[:, 0])) == 3  # one noise matrix per env
+    sac.observe(transition([0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3))  # 3 env steps: no round of 4 yet
+    assert np.array_equal(sac.act(obs), first)
+    sac.observe(transition([0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3))  # 6 env steps: a round passed
+    assert not np.array_equal(sac.act(obs), first)
+    every_step = sde_agent(batch_size=50, sde_sample_every=1)
+    actions = every_step.act(obs)
+    every_step.observe(transition([0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3))
+    assert not np.array_equal(every_step.act(obs), actions)
+
+
+def test_the_actor_loss_moves_the_sde_noise_scale():
+    torch.manual_seed(0)
+    sac = sde_agent(batch_size=8)
+    for _ in range(8):
+        sac.replay_buffer.add(obs=np.full((1, 1), 0.8, np.float32), action=np.zeros((1, 2), np.float32),
+                              reward=np.zeros(1, np.float32), next_obs=np.full((1, 1), 0.8, np.float32),
+                              terminated=np.zeros(1, np.float32))
+    loss, _ = sac.actor_loss(sac.minibatch().obs, sac.temperature().detach())
+    loss.backward()
+    grad = sac.actor.log_std.grad
+    assert grad[:2].abs().min() > 0  # through the log-probability and through the reparameterized u = m + z W
+    assert grad[2:].abs().max() == 0  # features that are 0 at s = 0.8 take no gradient
+
+
+def test_sde_needs_the_mlp_network():
+    with pytest.raises(ConfigError, match="algo.use_sde=true reads the policy's last hidden layer.*network=mlp"):
+        SAC(OBS_SPACE, ACTION_SPACE, context(hand_nets(-1.0)), use_sde=True)

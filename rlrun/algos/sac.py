@@ -28,11 +28,24 @@ The temperature step lowers alpha while the policy's entropy -log pi is above th
 bootstraps from it, a termination from nothing. Uniformly random actions for the first `learning_starts`
 env steps, then samples of pi; the deterministic (evaluation) action is c + h tanh(m(s)). `gradient_steps`
 updates every `train_every` env steps (rlrun.off_policy).
+
+With use_sde=true the policy explores by generalized state-dependent exploration (gSDE: Raffin, Kober and Stulp 2021,
+"Smooth Exploration for Robotic Reinforcement Learning", as Stable-Baselines3 implements it for SAC). The noise
+is a random linear function of the policy's last hidden features z(s) (taken without gradient):
+
+    u = m(s) + z(s) W,   W = sigma * E,  E_kj ~ N(0, 1),   sigma = exp(log sigma) a learned (features x actions) matrix
+
+so u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2 + 1e-6, and log pi(a|s) is the formula
+above with that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While acting, each env keeps its E for
+`sde_sample_every` env steps (default: until the next round of updates), so consecutive actions explore in the
+same direction instead of jittering; each sample in the losses (a' of the target, a~ of the actor's loss) draws
+one E for its whole minibatch, as SB3 does. The actor's loss reaches sigma through W (reparameterized).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -40,13 +53,16 @@ from torch import nn
 from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
-from rlrun.core import RunContext
-from rlrun.networks import BoundedActor, TwinCritic, gradient_step, target_copy
+from rlrun.core import RunContext, Transition
+from rlrun.errors import ConfigError
+from rlrun.networks import BoundedActor, MultiHeadMLP, TwinCritic, gradient_step, target_copy
 from rlrun.off_policy import Minibatch, OffPolicyActorCritic
-from rlrun.returns import polyak_update
-from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, optional
+from rlrun.returns import intervals_passed, polyak_update
+from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, POSITIVE_INT, optional
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+SDE_MEAN_LIMIT = 2.0  # |m(s)| <= 2 under gSDE: tanh(2) = 0.96, so the mean cannot saturate the squashing
+SDE_VARIANCE_FLOOR = 1e-6
 
 
 def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -72,6 +88,38 @@ class SquashedGaussianPolicy(BoundedActor):
         return self.squash(u), tanh_gaussian_log_prob(mean, log_std, u)
 
 
+class StateDependentNoisePolicy(BoundedActor):
+    """pi(.|s) with gSDE: a = c + h tanh(u), u = m(s) + z(s) W, W = sigma * E; `net` is a MultiHeadMLP with one head,
+    m(s), on the features z(s)."""
+
+    def __init__(self, net: MultiHeadMLP, low: torch.Tensor, high: torch.Tensor, log_std_init: float):
+        super().__init__(net, low, high)
+        mean_head = net.heads[0]
+        self.log_std = nn.Parameter(torch.full((mean_head.in_features, mean_head.out_features), float(log_std_init)))
+
+    def mean_and_features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.trunk(obs)
+        return self.net.heads[0](features).clamp(-SDE_MEAN_LIMIT, SDE_MEAN_LIMIT), features.detach()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action c + h tanh(m(s))."""
+        return self.squash(self.mean_and_features(obs)[0])
+
+    def draw_noise(self, rows: int | None = None) -> torch.Tensor:
+        """E of N(0, 1) entries: one (features x actions) matrix, or one per row."""
+        shape = self.log_std.shape if rows is None else (rows, *self.log_std.shape)
+        return torch.randn(shape, device=self.log_std.device)
+
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """a ~ pi(.|s) with the noise matrix E (one for all rows, or one per row; None: one drawn now) and log pi(a|s)."""
+        mean, features = self.mean_and_features(obs)
+        sigma = self.log_std.exp()
+        weights = sigma * (self.draw_noise() if noise is None else noise)
+        u = mean + (features.unsqueeze(-2) @ weights).squeeze(-2)
+        log_std = 0.5 * (features.pow(2) @ sigma.pow(2) + SDE_VARIANCE_FLOOR).log()
+        return self.squash(u), tanh_gaussian_log_prob(mean, log_std, u)
+
+
 class Temperature(nn.Module):
     """alpha = exp(log alpha), learned in log space so that it stays positive."""
 
@@ -86,18 +134,27 @@ class Temperature(nn.Module):
 class SAC(OffPolicyActorCritic):
     hyperparameter_rules = {
         **OffPolicyActorCritic.shared_rules, "actor_lr": POSITIVE, "critic_lr": POSITIVE, "alpha_lr": POSITIVE,
-        "alpha": POSITIVE, "autotune": BOOLEAN, "target_entropy": optional(NUMBER), "compile": BOOLEAN}
+        "alpha": POSITIVE, "autotune": BOOLEAN, "target_entropy": optional(NUMBER), "use_sde": BOOLEAN,
+        "sde_sample_every": optional(POSITIVE_INT), "sde_log_std_init": NUMBER, "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, context: RunContext,
                  gamma: float = 0.99, actor_lr: float = 3e-4, critic_lr: float = 3e-4, alpha_lr: float = 3e-4,
                  buffer_size: int = 1_000_000, batch_size: int = 256, learning_starts: int = 100,
                  train_every: int = 1, gradient_steps: int = 1, tau: float = 0.005, alpha: float = 1.0,
-                 autotune: bool = True, target_entropy: float | None = None, compile: bool = False):
+                 autotune: bool = True, target_entropy: float | None = None, use_sde: bool = False,
+                 sde_sample_every: int | None = None, sde_log_std_init: float = -3.0, compile: bool = False):
         super().__init__("sac", observation_space, action_space, context, gamma, buffer_size, batch_size,
                          learning_starts, train_every, gradient_steps, tau, compile)
         make_net = context.make_net
-        self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
-                                            self.low, self.high).to(self.device)
+        self.use_sde = use_sde
+        self.sde_sample_every = sde_sample_every or train_every
+        self.exploration_noise: torch.Tensor | None = None  # E of each env while acting (use_sde)
+        if use_sde:
+            self.actor = StateDependentNoisePolicy(self.sde_policy_net(make_net), self.low, self.high,
+                                                   sde_log_std_init).to(self.device)
+        else:
+            self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
+                                                self.low, self.high).to(self.device)
         self.critic = TwinCritic(make_net, self.obs_dim, self.action_dim).to(self.device)
         self.critic_target = target_copy(TwinCritic(make_net, self.obs_dim, self.action_dim), self.critic)
         self.temperature = Temperature(alpha, learned=autotune).to(self.device)
@@ -111,9 +168,29 @@ class SAC(OffPolicyActorCritic):
             self.alpha_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=alpha_lr)
             self.checkpointed += ("alpha_optimizer",)
 
+    def sde_policy_net(self, make_net: Any) -> MultiHeadMLP:
+        net = make_net(self.obs_dim, (self.action_dim,))
+        if not isinstance(net, MultiHeadMLP):
+            raise ConfigError("algo.use_sde=true reads the policy's last hidden layer, which needs rlrun's mlp network "
+                              "(network=mlp); set algo.use_sde=false to use this network")
+        return net
+
     def policy_action(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
-        """a ~ pi(.|s) when exploring, else c + h tanh(m(s))."""
-        return self.actor.sample(obs)[0] if explore else self.actor(obs)
+        """a ~ pi(.|s) when exploring (under gSDE with each env's E), else c + h tanh(m(s))."""
+        if not explore:
+            return self.actor(obs)
+        if not self.use_sde:
+            return self.actor.sample(obs)[0]
+        if self.exploration_noise is None or len(self.exploration_noise) != len(obs):
+            self.exploration_noise = self.actor.draw_noise(len(obs))
+        return self.actor.sample(obs, self.exploration_noise)[0]
+
+    def observe(self, t: Transition) -> dict[str, float]:
+        before = self.env_steps
+        metrics = super().observe(t)
+        if self.use_sde and intervals_passed(before, self.env_steps, self.sde_sample_every):
+            self.exploration_noise = None  # each env's next action draws its new E
+        return metrics
 
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor,
                   alpha: torch.Tensor) -> torch.Tensor:
@@ -154,3 +231,11 @@ class SAC(OffPolicyActorCritic):
             metrics["alpha_loss"] = alpha_loss.detach()
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "exploration_noise": self.exploration_noise}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        noise = state.get("exploration_noise")  # checkpoints from before gSDE have none
+        self.exploration_noise = None if noise is None else noise.to(self.device)
