@@ -1,12 +1,15 @@
-"""Exploration: epsilon-greedy action selection over rows of action values, and the action noise of the
-deterministic actors (DDPG, TD3)."""
+"""Exploration: epsilon-greedy action selection over rows of action values, the action noise of the
+deterministic actors (DDPG, TD3), and the schedule of gSDE's noise matrices (SAC, PPO, A2C)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+
+from rlrun.returns import intervals_passed
 
 NOISE_TYPES = ("gaussian", "ou")
 
@@ -52,3 +55,33 @@ class ActionNoise:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "ou_state" in state:
             self.state = state["ou_state"].to(self.device)
+
+
+class HeldNoise:
+    """The noise matrix E of each env under gSDE (rlrun.networks.StateDependentNoise), drawn by `draw(num_envs)` at the
+    first exploring action and held until it is due again: every `every` env steps (summed over the envs), or, with
+    every=None, until the algorithm's rollout ends (Stable-Baselines3's sde_sample_freq=-1)."""
+
+    def __init__(self, draw: Callable[[int], torch.Tensor], every: int | None):
+        self.draw, self.every = draw, every
+        self.current: torch.Tensor | None = None
+
+    def __call__(self, num_envs: int) -> torch.Tensor:
+        if self.current is None or len(self.current) != num_envs:
+            self.current = self.draw(num_envs)
+        return self.current
+
+    def advance(self, before: int, after: int) -> None:
+        """The env steps went from `before` to `after`: a new E is drawn at the next action where one fell due."""
+        if self.every is not None and intervals_passed(before, after, self.every):
+            self.current = None
+
+    def rollout_ended(self) -> None:
+        if self.every is None:
+            self.current = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.current is None else {"noise": self.current.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current = state["noise"] if "noise" in state else None

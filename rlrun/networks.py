@@ -208,74 +208,131 @@ class ObservationEncoder:
         return x.float().reshape(x.shape[0], self.input_shape)
 
 
+SDE_VARIANCE_FLOOR = 1e-6
+
+
+class StateDependentNoise(nn.Module):
+    """gSDE, generalized state-dependent exploration (Raffin, Kober and Stulp 2021, "Smooth Exploration for Robotic
+    Reinforcement Learning", as Stable-Baselines3 implements it): the exploration noise is a random linear map of a
+    policy's last hidden features z(s) (taken without gradient),
+
+        eps(s) = z(s) W,   W = sigma * E,  E_kj ~ N(0, 1),   sigma = exp(log sigma), a learned (features x actions) matrix
+
+    so that for a given s, eps_j(s) ~ N(0, sigma_j(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2 (+ 1e-6, as
+    SB3). An E held for several steps pushes consecutive actions the same way instead of jittering them."""
+
+    def __init__(self, features: int, actions: int, log_std_init: float):
+        super().__init__()
+        self.log_std = nn.Parameter(torch.full((features, actions), float(log_std_init)))
+
+    def std(self, features: torch.Tensor) -> torch.Tensor:
+        """sigma_j(s) per row and action dimension."""
+        return (features.pow(2) @ self.log_std.exp().pow(2) + SDE_VARIANCE_FLOOR).sqrt()
+
+    def noise(self, features: torch.Tensor, unit_noise: torch.Tensor) -> torch.Tensor:
+        """eps(s) = z(s) (sigma * E) per row, for one E (features x actions) for every row or one E per row."""
+        return (features.unsqueeze(-2) @ (self.log_std.exp() * unit_noise)).squeeze(-2)
+
+    def draw(self, rows: int | None = None) -> torch.Tensor:
+        """E of N(0, 1) entries: one (features x actions) matrix, or one per row."""
+        shape = self.log_std.shape if rows is None else (rows, *self.log_std.shape)
+        return torch.randn(shape, device=self.log_std.device)
+
+
 class PolicyHead(nn.Module):
     """The action distribution of a stochastic policy from its network's output `out`: Categorical(logits=out)
-    for Discrete actions, Normal(out, exp(log_std)) with a learned state-independent log-std for Box actions."""
+    for Discrete actions, Normal(out, exp(log_std)) with a learned state-independent log-std for Box actions.
+    With `sde_features` (Box actions under gSDE), `out` is the pair (mean, features z(s)) and the Gaussian is
+    N(mean, sigma(s)^2) of a StateDependentNoise on those features; exploring actions then take the noise E of
+    each env from the caller (rlrun.exploration.HeldNoise)."""
 
-    def __init__(self, action_space: gym.Space, log_std_init: float = 0.0):
+    def __init__(self, action_space: gym.Space, log_std_init: float = 0.0, sde_features: int | None = None):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.action_shape = () if self.discrete else tuple(action_space.shape)
-        self.log_std = nn.Parameter(torch.full((self.action_dim,), float(log_std_init)), requires_grad=not self.discrete)
+        self.log_std = nn.Parameter(torch.full((self.action_dim,), float(log_std_init)),
+                                    requires_grad=not self.discrete and sde_features is None)
+        self.sde = None if sde_features is None else StateDependentNoise(sde_features, self.action_dim, log_std_init)
 
-    def log_prob_and_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean_and_std(self, out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sde is None:
+            return out, self.log_std.exp()
+        mean, features = out
+        return mean, self.sde.std(features)
+
+    def log_prob_and_entropy(self, out: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and H(pi(.|s)) per row (summed over the dimensions of a Box action)."""
         if self.discrete:  # log pi = log_softmax(logits): Categorical(logits)'s formulas in fewer operations
             log_pi = out.log_softmax(-1)
             return log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
-        pi = torch.distributions.Normal(out, self.log_std.exp(), validate_args=False)
+        pi = torch.distributions.Normal(*self.mean_and_std(out), validate_args=False)
         return pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)
 
-    def act(self, out: torch.Tensor, explore: bool) -> np.ndarray:
-        """A sample (explore) or the mode of the distribution, as a numpy batch of actions."""
+    def act(self, out: Any, explore: bool, unit_noise: torch.Tensor | None = None) -> np.ndarray:
+        """A sample (explore) or the mode of the distribution, as a numpy batch of actions; under gSDE the sample
+        is mean + z(s) (sigma * E) with `unit_noise` E, one per row."""
         if self.discrete and explore:
             # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is an exact sample of Categorical(logits), in fewer
             # operations than Categorical(logits).sample() (bench/README.md)
             action = (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         elif self.discrete:
             action = out.argmax(-1)
+        elif self.sde is not None:
+            mean, features = out
+            action = mean + self.sde.noise(features, unit_noise) if explore else mean
         else:
             action = out + self.log_std.exp() * torch.randn_like(out) if explore else out
-        return action.cpu().numpy().reshape((len(out), *self.action_shape))
+        return action.cpu().numpy().reshape((len(action), *self.action_shape))
 
 
 class ActorCritic(nn.Module):
     """A stochastic policy pi(a|s), a PolicyHead on a policy network's output, and a value network V(s), built by the
     `network` group's factory: two networks, or one whose hidden layers feed a policy head and a value head
-    (shared_trunk). Its parameters include the head's log-std (learned for Box actions only)."""
+    (shared_trunk). Its parameters include the head's log-std (learned for Box actions only). With
+    state_dependent_noise (Box actions, two mlp networks), the policy's output is (mean, z(s)), its last hidden
+    layer's features without gradient, for the head's gSDE."""
 
     def __init__(self, make_net: Callable[..., nn.Module], input_shape: int | tuple[int, ...], action_space: gym.Space,
-                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True):
+                 shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
+                 state_dependent_noise: bool = False):
         super().__init__()
-        self.head = PolicyHead(action_space, log_std_init)
         self.shared_trunk = shared_trunk
-        if shared_trunk:
-            self.shared = make_net(input_shape, (self.head.action_dim, 1))
-        else:
-            self.actor = make_net(input_shape, self.head.action_dim)
-            self.critic = make_net(input_shape, 1)
+        self.state_dependent_noise = state_dependent_noise
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_dim = int(action_space.n) if discrete else int(np.prod(action_space.shape))
+        nets = ({"shared": make_net(input_shape, (action_dim, 1))} if shared_trunk else
+                {"actor": make_net(input_shape, action_dim), "critic": make_net(input_shape, 1)})
+        sde_features = sde_feature_width(nets.get("actor"), discrete) if state_dependent_noise else None
+        self.head = PolicyHead(action_space, log_std_init, sde_features)
+        for name, net in nets.items():
+            setattr(self, name, net)
         if orthogonal_init:
             self.initialize_orthogonally()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy network's output (logits or Gaussian means) and V(s) with shape (batch,), for encoded
-        observations."""
+    def forward(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The policy network's output (logits or Gaussian means; with gSDE the means and the features) and V(s)
+        with shape (batch,), for encoded observations."""
         if self.shared_trunk:
             out, value = self.shared(x)
         else:
-            out, value = self.actor(x), self.critic(x)
+            out, value = self.policy(x), self.critic(x)
         return out, value.squeeze(-1)
 
-    def policy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shared(x)[0] if self.shared_trunk else self.actor(x)
+    def policy(self, x: torch.Tensor) -> Any:
+        if self.shared_trunk:
+            return self.shared(x)[0]
+        if self.state_dependent_noise:
+            features = self.actor[:-1](x)
+            return self.actor[-1](features), features.detach()
+        return self.actor(x)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return (self.shared(x)[1] if self.shared_trunk else self.critic(x)).squeeze(-1)
 
-    def act(self, x: torch.Tensor, explore: bool) -> np.ndarray:
+    def act(self, x: torch.Tensor, explore: bool, unit_noise: torch.Tensor | None = None) -> np.ndarray:
         with torch.inference_mode():
-            return self.head.act(self.policy(x), explore)
+            return self.head.act(self.policy(x), explore, unit_noise)
 
     def initialize_orthogonally(self) -> None:
         """Orthogonal weights with gain sqrt(2) in the hidden layers, 0.01 in the policy's output layer (a near-uniform
@@ -290,6 +347,16 @@ class ActorCritic(nn.Module):
             policy_out, value_out = weighted_layers(self.actor)[-1], weighted_layers(self.critic)[-1]
         nn.init.orthogonal_(policy_out.weight, 0.01)
         nn.init.orthogonal_(value_out.weight, 1.0)
+
+
+def sde_feature_width(actor: nn.Module | None, discrete: bool) -> int:
+    """The width of a policy network's last hidden layer, which gSDE reads; a ConfigError where there is none."""
+    if discrete:
+        raise ConfigError("algo.use_sde=true explores Box actions; this env's are Discrete: set algo.use_sde=false")
+    if not (isinstance(actor, nn.Sequential) and isinstance(actor[-1], nn.Linear)):
+        raise ConfigError("algo.use_sde=true reads the policy's last hidden layer, which needs a policy network of "
+                          "its own from rlrun's mlp network (network=mlp, algo.shared_trunk=false)")
+    return actor[-1].in_features
 
 
 def weighted_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:

@@ -135,6 +135,26 @@ def test_state_dict_round_trip(tmp_path):
     assert torch.equal(restored.actor_critic.head.log_std, source.actor_critic.head.log_std)
 
 
+def test_sde_noise_is_held_for_the_rollout_learned_and_checkpointed(tmp_path):
+    torch.manual_seed(0)
+    make = partial(A2C, OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), context(network), n_steps=2,
+                   use_sde=True, log_std_init=-1.0)
+    a2c = make()
+    obs = np.full((3, 1), 0.5, np.float32)
+    first = a2c.act(obs)
+    step = Transition(obs, first, np.ones(3), obs, np.zeros(3, bool), np.zeros(3, bool))
+    a2c.observe(step)
+    assert np.array_equal(a2c.act(obs), first)  # the same noise within the rollout
+    before = a2c.actor_critic.head.sde.log_std.detach().clone()
+    assert set(a2c.observe(step)) == {"policy_loss", "value_loss", "entropy", "charts/learning_rate"}
+    assert not torch.equal(before, a2c.actor_critic.head.sde.log_std)  # sigma is learned
+    held = a2c.act(obs)  # new noise for the next rollout
+    checkpoint.save(tmp_path / "a2c.pt", {"agent": a2c.state_dict()})
+    restored = make()
+    restored.load_state_dict(checkpoint.load(tmp_path / "a2c.pt")["agent"])
+    np.testing.assert_array_equal(restored.act(obs), held)
+
+
 # Observation normalization (env.normalize_observations, used by the A2C presets)
 
 def corridor(num_envs: int, normalize: bool = True, max_episode_steps=None):

@@ -205,6 +205,8 @@ ERRORS = {
                                   "support Discrete actions; algorithms that handle them: a2c, dqn"),
     "sac on Discrete actions": (["algo=sac", "env=CartPole-v1"], "algo=sac cannot act in CartPole-v1: it does not "
                                   "support Discrete actions; algorithms that handle them: a2c, dqn"),
+    "gSDE on Discrete actions": (["algo=ppo", "env=CartPole-v1", "algo.use_sde=true"],
+                                 "algo.use_sde=true explores Box actions; this env's are Discrete: set algo.use_sde=false"),
     "unbounded Box actions": (["algo=sac", "env=gym", "env.id=rlrun_test_envs:RlrunTest/UnboundedActions-v0"],
                               "algo=sac needs finite action bounds"),
     "unbounded discretization": (["algo=qlearning", "env=CartPole-v1", "env.discretize.bins=[2,2,2,2]",

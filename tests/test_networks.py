@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlrun.errors import ConfigError
-from rlrun.networks import ConvFeatures, ObservationEncoder, PolicyHead, network
+from rlrun.networks import ActorCritic, ConvFeatures, ObservationEncoder, PolicyHead, network
 
 ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 
@@ -72,3 +72,39 @@ def test_policy_head_log_probs_and_entropies_by_hand():
     log_density = -np.log(2 * np.sqrt(2 * np.pi))  # N(0, 2^2) at 0; at 2 it is lower by 1/2
     torch.testing.assert_close(log_prob, torch.tensor([2 * log_density - 0.5]).float())
     torch.testing.assert_close(entropy, torch.tensor([2 * (0.5 + 0.5 * np.log(2 * np.pi) + np.log(2.0))]).float())
+
+
+def sde_actor_critic(action_space: gym.Space = gym.spaces.Box(-1, 1, (2,)), **options) -> ActorCritic:
+    """gSDE on 64x64 tanh networks; log sigma = log 0.5 in every entry of W."""
+    return ActorCritic(network, 1, action_space, log_std_init=np.log(0.5), state_dependent_noise=True, **options)
+
+
+def test_state_dependent_noise_is_linear_in_the_policy_features_with_its_gaussian_log_probability():
+    torch.manual_seed(0)
+    model = sde_actor_critic()
+    x = torch.tensor([[0.7], [-1.3]])
+    (mean, features), _ = model(x)
+    assert features.shape == (2, 64) and not features.requires_grad
+    torch.testing.assert_close(features, model.actor[:-1](x).detach())
+    # sigma_j(s)^2 = sum_k z_k(s)^2 0.5^2 + 1e-6, the same for both action dimensions
+    std = (0.25 * features.pow(2).sum(-1, keepdim=True) + 1e-6).sqrt().expand(2, 2)
+    actions = torch.tensor([[0.1, -0.2], [0.3, 0.0]])
+    log_prob, entropy = model.head.log_prob_and_entropy((mean, features), actions)
+    gaussian = torch.distributions.Normal(mean, std)
+    torch.testing.assert_close(log_prob, gaussian.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, gaussian.entropy().sum(-1))
+    unit_noise = torch.randn(2, 64, 2)
+    sampled = model.act(x, explore=True, unit_noise=unit_noise)
+    expected = mean + torch.einsum("rk,rkj->rj", features, 0.5 * unit_noise)
+    np.testing.assert_allclose(sampled, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.act(x, explore=False), mean.detach().numpy())
+    assert not model.head.log_std.requires_grad and model.head.sde.log_std.requires_grad
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: sde_actor_critic(gym.spaces.Discrete(2)), "algo.use_sde=true explores Box actions"),
+    (lambda: sde_actor_critic(shared_trunk=True), "needs a policy network of its own"),
+])
+def test_state_dependent_noise_needs_box_actions_and_a_policy_network_of_its_own(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()

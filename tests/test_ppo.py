@@ -189,6 +189,44 @@ def test_state_dict_round_trip_with_an_unfinished_rollout(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_each_env_keeps_its_sde_noise_for_the_rollout_or_for_sde_sample_every_steps():
+    torch.manual_seed(0)
+    obs = np.full((4, 1), 0.5, np.float32)
+    ppo = PPO(OBS_SPACE, BOX_ACTIONS, context(network), n_steps=3, num_minibatches=2, use_sde=True)
+    first = ppo.act(obs)
+    assert len(np.unique(first[:, 0])) == 4  # one noise matrix per env
+    for _ in range(2):
+        ppo.observe(box_rollout_step())
+        assert np.array_equal(ppo.act(obs), first)
+    ppo.observe(box_rollout_step())  # the rollout ends: an update, and new noise
+    assert ppo.exploration.current is None
+    every = PPO(OBS_SPACE, BOX_ACTIONS, context(network), n_steps=3, num_minibatches=2, use_sde=True,
+                sde_sample_every=8)
+    first = every.act(obs)
+    every.observe(box_rollout_step())  # 4 env steps
+    assert np.array_equal(every.act(obs), first)
+    every.observe(box_rollout_step())  # 8: due
+    assert not np.array_equal(every.act(obs), first)
+
+
+def test_sde_noise_scale_is_learned_and_checkpointed(tmp_path):
+    torch.manual_seed(0)
+    make = partial(PPO, OBS_SPACE, BOX_ACTIONS, context(network), n_steps=2, num_minibatches=2, use_sde=True,
+                   sde_sample_every=100)
+    source = make()
+    before = source.actor_critic.head.sde.log_std.detach().clone()
+    source.act(np.zeros((4, 1), np.float32))
+    source.observe(box_rollout_step())
+    source.observe(box_rollout_step())
+    assert not torch.equal(before, source.actor_critic.head.sde.log_std)
+    held = source.act(np.zeros((4, 1), np.float32))
+    checkpoint.save(tmp_path / "ppo.pt", {"agent": source.state_dict()})
+    restored = make()
+    restored.load_state_dict(checkpoint.load(tmp_path / "ppo.pt")["agent"])
+    assert torch.equal(restored.exploration.current, source.exploration.current)
+    np.testing.assert_array_equal(restored.act(np.zeros((4, 1), np.float32)), held)
+
+
 def test_tuple_actions_are_refused_in_one_line(tmp_path):
     result = run_rlrun("algo=ppo", "env=gym", "env.id=rlrun_test_envs:RlrunTest/TupleActions-v0", "hydra.run.dir=run",
                        cwd=tmp_path)
@@ -204,3 +242,12 @@ def test_ppo_learns_cartpole(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "preset tuned/ppo_CartPole-v1" in result.stdout
     assert max(e["mean_return"] for e in read_summary(tmp_path / "run")["evaluations"]) >= 300
+
+
+def test_ppo_with_sde_learns_pendulum(tmp_path):
+    # the preset (gSDE) with 30% of its budget, at which it first passes -200 (a random policy returns ~-1200)
+    result = run_rlrun("algo=ppo", "env=Pendulum-v1", "total_steps=30000", "eval.every=30000", "progress=false",
+                       "seed=0", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "preset tuned/ppo_Pendulum-v1" in result.stdout
+    assert read_summary(tmp_path / "run")["final_eval"]["mean_return"] >= -400

@@ -36,14 +36,19 @@ RUNS = {
 }
 # SARSA shares Q-learning's tabular path (its own resume state is covered in test_tabular.py)
 ALGOS = sorted(path.stem for path in packaged_configs("algo") if path.stem != "sarsa")
-# settings with state of their own across a checkpoint: name -> (algorithm, overrides added to its run)
-VARIANTS = {"sac-gsde": ("sac", ["algo.use_sde=true", "algo.sde_sample_every=300"])}
+# settings with state of their own across a checkpoint (gSDE's noise, held across the first one): name -> (algorithm,
+# its run's overrides)
+VARIANTS = {
+    "sac-gsde": ("sac", [*RUNS["sac"], "algo.use_sde=true", "algo.sde_sample_every=300"]),
+    "ppo-gsde": ("ppo", [*stoppable("Pendulum-v1"), "total_steps=3000", "checkpoint.every=1000", "eval.every=1000",
+                         "algo.use_sde=true", "algo.n_steps=64", "algo.num_minibatches=4", "algo.sde_sample_every=48"]),
+}
 SAME = ("env_steps", "episodes", "evaluations", "final_eval", "best_eval_return")
 
 
 def run_arguments(name: str, run_dir: str) -> list[str]:
-    algo, overrides = VARIANTS.get(name, (name, []))
-    return [f"algo={algo}", *RUNS[algo], *overrides, "seed=0", "progress=false", f"hydra.run.dir={run_dir}"]
+    algo, overrides = VARIANTS.get(name, (name, RUNS.get(name)))
+    return [f"algo={algo}", *overrides, "seed=0", "progress=false", f"hydra.run.dir={run_dir}"]
 
 
 def start(algo: str, run_dir: str, cwd: Path) -> subprocess.Popen:

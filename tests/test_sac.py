@@ -162,15 +162,15 @@ def test_sde_noise_is_linear_in_the_features_with_the_variance_of_its_log_probab
     torch.manual_seed(0)
     sac = sde_agent()
     with torch.no_grad():
-        sac.actor.log_std[:3] = torch.tensor([[-1.0, 0.0], [-2.0, -0.5], [3.0, 3.0]])
+        sac.actor.sde.log_std[:3] = torch.tensor([[-1.0, 0.0], [-2.0, -0.5], [3.0, 3.0]])
     obs = torch.tensor([[0.8]])
     mean, features = sac.actor.mean_and_features(obs)
     assert features[0, :3].tolist() == pytest.approx([0.8, 1.6, 0.0]) and features[0, 3:].abs().max() == 0
     assert mean[0].tolist() == pytest.approx([0.4, 0.4])
     # sigma_j(s)^2 = sum_k z_k^2 sigma_kj^2 + 1e-6: the third feature is 0, so its large sigma adds nothing
     variance = [0.64 * math.exp(-2.0) + 2.56 * math.exp(-4.0) + 1e-6, 0.64 + 2.56 * math.exp(-1.0) + 1e-6]
-    noise = sac.actor.draw_noise(50000)
-    u = mean + (features.unsqueeze(-2) @ (sac.actor.log_std.exp() * noise)).squeeze(-2)
+    noise = sac.actor.sde.draw(50000)
+    u = mean + (features.unsqueeze(-2) @ (sac.actor.sde.log_std.exp() * noise)).squeeze(-2)
     assert u.mean(0).tolist() == pytest.approx([0.4, 0.4], abs=0.02)
     assert u.var(0).tolist() == pytest.approx(variance, rel=0.03)
     action, log_prob = sac.actor.sample(obs.expand(50000, 1), noise)
@@ -211,7 +211,7 @@ def test_the_actor_loss_moves_the_sde_noise_scale():
                               terminated=np.zeros(1, np.float32))
     loss, _ = sac.actor_loss(sac.minibatch().obs, sac.temperature().detach())
     loss.backward()
-    grad = sac.actor.log_std.grad
+    grad = sac.actor.sde.log_std.grad
     assert grad[:2].abs().min() > 0  # through the log-probability and through the reparameterized u = m + z W
     assert grad[2:].abs().max() == 0  # features that are 0 at s = 0.8 take no gradient
 

@@ -22,7 +22,10 @@ are standardized over the rollout), one gradient step on
 
 with RMSprop (as the paper) or Adam, the gradient norm clipped to max_grad_norm. The actor and the
 critic share their hidden layers (shared_trunk=true) or are two networks. Discrete actions follow a
-categorical policy, Box actions a Gaussian with a learned state-independent log-std.
+categorical policy, Box actions a Gaussian with a learned state-independent log-std, or with use_sde=true
+gSDE's (rlrun.networks.StateDependentNoise, as Stable-Baselines3): a_t = m(s_t) + z(s_t) W with z the
+policy's last hidden features, each env's W held for sde_sample_every env steps (default: the whole rollout),
+and pi(.|s) = N(m(s), sigma(s)^2) in log pi and H.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
+from rlrun.exploration import HeldNoise
 from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, compile_if, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
@@ -51,6 +55,7 @@ class A2C(Agent):
         "optimizer": one_of(OPTIMIZERS), "optimizer_eps": POSITIVE, "value_coef": NON_NEGATIVE,
         "entropy_coef": NON_NEGATIVE, "max_grad_norm": optional(POSITIVE), "normalize_advantages": BOOLEAN,
         "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN,
+        "use_sde": BOOLEAN, "sde_sample_every": optional(POSITIVE_INT),
         "lr_schedule": one_of(LR_SCHEDULES), "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
@@ -58,6 +63,7 @@ class A2C(Agent):
                  optimizer: str = "rmsprop", optimizer_eps: float = 1e-5, value_coef: float = 0.5,
                  entropy_coef: float = 0.0, max_grad_norm: float | None = 0.5, normalize_advantages: bool = False,
                  shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
+                 use_sde: bool = False, sde_sample_every: int | None = None,
                  lr_schedule: str = "constant", compile: bool = False):
         self.device = context.device
         self.gamma = gamma
@@ -71,20 +77,26 @@ class A2C(Agent):
 
         self.encode = ObservationEncoder(observation_space, self.device)
         self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
-                                        log_std_init, orthogonal_init).to(self.device)
+                                        log_std_init, orthogonal_init, use_sde).to(self.device)
+        self.exploration = HeldNoise(self.actor_critic.head.sde.draw, sde_sample_every) if use_sde else None
         self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
         self.loss = compile_if(compile, self.loss)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        return self.actor_critic.act(self.encode(obs), explore)
+        unit_noise = self.exploration(len(obs)) if explore and self.exploration is not None else None
+        return self.actor_critic.act(self.encode(obs), explore, unit_noise)
 
     def observe(self, t: Transition) -> dict[str, float]:
-        self.env_steps += len(t.reward)
+        before, self.env_steps = self.env_steps, self.env_steps + len(t.reward)
+        if self.exploration is not None:
+            self.exploration.advance(before, self.env_steps)
         if not self.rollout.append(t):
             return {}
         metrics = self.update()
         self.rollout.clear()
+        if self.exploration is not None:
+            self.exploration.rollout_ended()
         return metrics
 
     def update(self) -> dict[str, float]:
@@ -129,10 +141,13 @@ class A2C(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "env_steps": self.env_steps, "rollout": self.rollout.state_dict()}
+                "env_steps": self.env_steps, "rollout": self.rollout.state_dict(),
+                "exploration": {} if self.exploration is None else self.exploration.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor_critic.load_state_dict(state["actor_critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
         self.rollout.load_state_dict(state["rollout"])
+        if self.exploration is not None:
+            self.exploration.load_state_dict(state["exploration"])

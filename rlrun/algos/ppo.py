@@ -38,6 +38,9 @@ clip_fraction, and explained_variance = 1 - Var(G - V_old) / Var(G) of the criti
 Discrete actions follow a categorical policy, Box actions a Gaussian with a learned state-independent log-std
 (the unclipped sample is the action whose probability is learned; the env clips it to the bounds). Images go
 through the `network` group's CNN; shared_trunk=true shares it between actor and critic (CleanRL's ppo_atari.py).
+With use_sde=true (Box actions) the Gaussian's noise is gSDE's (rlrun.networks.StateDependentNoise, as
+Stable-Baselines3): a_t = m(s_t) + z(s_t) W with z the policy's last hidden features, each env's W held for
+sde_sample_every env steps (default: the whole rollout), and pi(.|s) = N(m(s), sigma(s)^2) in rho_t and H.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import torch
 from rlrun.buffers import Rollout
 from rlrun.core import Agent, RunContext, Transition
 from rlrun.errors import ConfigError
+from rlrun.exploration import HeldNoise
 from rlrun.networks import OPTIMIZERS, ActorCritic, ObservationEncoder, compile_if, gradient_step, make_optimizer
 from rlrun.returns import gae
 from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
@@ -101,6 +105,7 @@ class PPO(Agent):
         "max_grad_norm": optional(POSITIVE), "target_kl": optional(POSITIVE), "lr": POSITIVE,
         "lr_schedule": one_of(LR_SCHEDULES), "optimizer": one_of(OPTIMIZERS), "optimizer_eps": POSITIVE,
         "shared_trunk": BOOLEAN, "log_std_init": Rule("a number", is_number), "orthogonal_init": BOOLEAN,
+        "use_sde": BOOLEAN, "sde_sample_every": optional(POSITIVE_INT),
         "compile": BOOLEAN}
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, context: RunContext,
@@ -110,6 +115,7 @@ class PPO(Agent):
                  max_grad_norm: float | None = 0.5, target_kl: float | None = None, lr: float = 3e-4,
                  lr_schedule: str = "constant", optimizer: str = "adam", optimizer_eps: float = 1e-5,
                  shared_trunk: bool = False, log_std_init: float = 0.0, orthogonal_init: bool = True,
+                 use_sde: bool = False, sde_sample_every: int | None = None,
                  compile: bool = False):
         self.device = context.device
         self.gamma = gamma
@@ -128,23 +134,29 @@ class PPO(Agent):
 
         self.encode = ObservationEncoder(observation_space, self.device)
         self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
-                                        log_std_init, orthogonal_init).to(self.device)
+                                        log_std_init, orthogonal_init, use_sde).to(self.device)
+        self.exploration = HeldNoise(self.actor_critic.head.sde.draw, sde_sample_every) if use_sde else None
         self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
         self.minibatch_losses = compile_if(compile, self.minibatch_losses)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        return self.actor_critic.act(self.encode(obs), explore)
+        unit_noise = self.exploration(len(obs)) if explore and self.exploration is not None else None
+        return self.actor_critic.act(self.encode(obs), explore, unit_noise)
 
     def observe(self, t: Transition) -> dict[str, float]:
         if self.env_steps == 0 and self.rollout.length * len(t.reward) < self.num_minibatches:
             raise ConfigError(f"algo.num_minibatches={self.num_minibatches} is more than the {self.rollout.length} x "
                               f"{len(t.reward)} rows of a rollout (algo.n_steps x env.num_envs); lower it")
-        self.env_steps += len(t.reward)
+        before, self.env_steps = self.env_steps, self.env_steps + len(t.reward)
+        if self.exploration is not None:
+            self.exploration.advance(before, self.env_steps)
         if not self.rollout.append(t):
             return {}
         metrics = self.update()
         self.rollout.clear()
+        if self.exploration is not None:
+            self.exploration.rollout_ended()
         return metrics
 
     def update(self) -> dict[str, float]:
@@ -208,10 +220,13 @@ class PPO(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor_critic": self.actor_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "env_steps": self.env_steps, "rollout": self.rollout.state_dict()}
+                "env_steps": self.env_steps, "rollout": self.rollout.state_dict(),
+                "exploration": {} if self.exploration is None else self.exploration.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor_critic.load_state_dict(state["actor_critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = state["env_steps"]
         self.rollout.load_state_dict(state["rollout"])
+        if self.exploration is not None:
+            self.exploration.load_state_dict(state["exploration"])

@@ -29,17 +29,13 @@ bootstraps from it, a termination from nothing. Uniformly random actions for the
 env steps, then samples of pi; the deterministic (evaluation) action is c + h tanh(m(s)). `gradient_steps`
 updates every `train_every` env steps (rlrun.off_policy).
 
-With use_sde=true the policy explores by generalized state-dependent exploration (gSDE: Raffin, Kober and Stulp 2021,
-"Smooth Exploration for Robotic Reinforcement Learning", as Stable-Baselines3 implements it for SAC). The noise
-is a random linear function of the policy's last hidden features z(s) (taken without gradient):
-
-    u = m(s) + z(s) W,   W = sigma * E,  E_kj ~ N(0, 1),   sigma = exp(log sigma) a learned (features x actions) matrix
-
-so u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2 + 1e-6, and log pi(a|s) is the formula
-above with that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While acting, each env keeps its E for
-`sde_sample_every` env steps (default: until the next round of updates), so consecutive actions explore in the
-same direction instead of jittering; each sample in the losses (a' of the target, a~ of the actor's loss) draws
-one E for its whole minibatch, as SB3 does. The actor's loss reaches sigma through W (reparameterized).
+With use_sde=true the policy explores by gSDE (rlrun.networks.StateDependentNoise: Raffin, Kober and Stulp 2021,
+as Stable-Baselines3 implements it for SAC): u = m(s) + z(s) W, W = sigma * E, a random linear map of the
+policy's last hidden features z(s), so that u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2,
+and log pi(a|s) is the formula above with that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While
+acting, each env keeps its E for `sde_sample_every` env steps (default: until the next round of updates,
+rlrun.exploration.HeldNoise); each sample in the losses (a' of the target, a~ of the actor's loss) draws one E
+for its whole minibatch, as SB3 does. The actor's loss reaches sigma through W (reparameterized).
 """
 
 from __future__ import annotations
@@ -55,14 +51,14 @@ from torch.distributions.transforms import TanhTransform
 
 from rlrun.core import RunContext, Transition
 from rlrun.errors import ConfigError
-from rlrun.networks import BoundedActor, MultiHeadMLP, TwinCritic, gradient_step, target_copy
+from rlrun.exploration import HeldNoise
+from rlrun.networks import BoundedActor, MultiHeadMLP, StateDependentNoise, TwinCritic, gradient_step, target_copy
 from rlrun.off_policy import Minibatch, OffPolicyActorCritic
-from rlrun.returns import intervals_passed, polyak_update
+from rlrun.returns import polyak_update
 from rlrun.validation import BOOLEAN, NUMBER, POSITIVE, POSITIVE_INT, optional
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 SDE_MEAN_LIMIT = 2.0  # |m(s)| <= 2 under gSDE: tanh(2) = 0.96, so the mean cannot saturate the squashing
-SDE_VARIANCE_FLOOR = 1e-6
 
 
 def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -89,13 +85,13 @@ class SquashedGaussianPolicy(BoundedActor):
 
 
 class StateDependentNoisePolicy(BoundedActor):
-    """pi(.|s) with gSDE: a = c + h tanh(u), u = m(s) + z(s) W, W = sigma * E; `net` is a MultiHeadMLP with one head,
-    m(s), on the features z(s)."""
+    """pi(.|s) with gSDE: a = c + h tanh(u), u = m(s) + z(s) W; `net` is a MultiHeadMLP with one head, m(s), on the
+    features z(s)."""
 
     def __init__(self, net: MultiHeadMLP, low: torch.Tensor, high: torch.Tensor, log_std_init: float):
         super().__init__(net, low, high)
         mean_head = net.heads[0]
-        self.log_std = nn.Parameter(torch.full((mean_head.in_features, mean_head.out_features), float(log_std_init)))
+        self.sde = StateDependentNoise(mean_head.in_features, mean_head.out_features, log_std_init)
 
     def mean_and_features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.net.trunk(obs)
@@ -105,19 +101,11 @@ class StateDependentNoisePolicy(BoundedActor):
         """The deterministic action c + h tanh(m(s))."""
         return self.squash(self.mean_and_features(obs)[0])
 
-    def draw_noise(self, rows: int | None = None) -> torch.Tensor:
-        """E of N(0, 1) entries: one (features x actions) matrix, or one per row."""
-        shape = self.log_std.shape if rows is None else (rows, *self.log_std.shape)
-        return torch.randn(shape, device=self.log_std.device)
-
-    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, obs: torch.Tensor, unit_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """a ~ pi(.|s) with the noise matrix E (one for all rows, or one per row; None: one drawn now) and log pi(a|s)."""
         mean, features = self.mean_and_features(obs)
-        sigma = self.log_std.exp()
-        weights = sigma * (self.draw_noise() if noise is None else noise)
-        u = mean + (features.unsqueeze(-2) @ weights).squeeze(-2)
-        log_std = 0.5 * (features.pow(2) @ sigma.pow(2) + SDE_VARIANCE_FLOOR).log()
-        return self.squash(u), tanh_gaussian_log_prob(mean, log_std, u)
+        u = mean + self.sde.noise(features, self.sde.draw() if unit_noise is None else unit_noise)
+        return self.squash(u), tanh_gaussian_log_prob(mean, self.sde.std(features).log(), u)
 
 
 class Temperature(nn.Module):
@@ -147,11 +135,10 @@ class SAC(OffPolicyActorCritic):
                          learning_starts, train_every, gradient_steps, tau, compile)
         make_net = context.make_net
         self.use_sde = use_sde
-        self.sde_sample_every = sde_sample_every or train_every
-        self.exploration_noise: torch.Tensor | None = None  # E of each env while acting (use_sde)
         if use_sde:
             self.actor = StateDependentNoisePolicy(self.sde_policy_net(make_net), self.low, self.high,
                                                    sde_log_std_init).to(self.device)
+            self.exploration = HeldNoise(self.actor.sde.draw, sde_sample_every or train_every)
         else:
             self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
                                                 self.low, self.high).to(self.device)
@@ -162,7 +149,7 @@ class SAC(OffPolicyActorCritic):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
         self.checkpointed = ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer",
-                             "temperature")
+                             "temperature", *(("exploration",) if use_sde else ()))
         self.alpha_optimizer = None
         if autotune:
             self.alpha_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=alpha_lr)
@@ -181,15 +168,13 @@ class SAC(OffPolicyActorCritic):
             return self.actor(obs)
         if not self.use_sde:
             return self.actor.sample(obs)[0]
-        if self.exploration_noise is None or len(self.exploration_noise) != len(obs):
-            self.exploration_noise = self.actor.draw_noise(len(obs))
-        return self.actor.sample(obs, self.exploration_noise)[0]
+        return self.actor.sample(obs, self.exploration(len(obs)))[0]
 
     def observe(self, t: Transition) -> dict[str, float]:
         before = self.env_steps
         metrics = super().observe(t)
-        if self.use_sde and intervals_passed(before, self.env_steps, self.sde_sample_every):
-            self.exploration_noise = None  # each env's next action draws its new E
+        if self.use_sde:
+            self.exploration.advance(before, self.env_steps)
         return metrics
 
     def td_target(self, reward: torch.Tensor, terminated: torch.Tensor, next_obs: torch.Tensor,
@@ -231,11 +216,3 @@ class SAC(OffPolicyActorCritic):
             metrics["alpha_loss"] = alpha_loss.detach()
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "exploration_noise": self.exploration_noise}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        noise = state.get("exploration_noise")  # checkpoints from before gSDE have none
-        self.exploration_noise = None if noise is None else noise.to(self.device)
