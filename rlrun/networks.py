@@ -1,5 +1,6 @@
-"""Network builders shared by the neural algorithms, the observation encoding they all use, and the actor and
-critic modules of the off-policy actor-critics (DDPG, TD3, SAC)."""
+"""Network builders shared by the neural algorithms, the observation encoding they all use, the stochastic policies of
+PPO and A2C with gSDE's state-dependent noise (SAC's too), and the actor and critic modules of the off-policy
+actor-critics (DDPG, TD3, SAC)."""
 
 from __future__ import annotations
 
