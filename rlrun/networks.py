@@ -215,7 +215,7 @@ SDE_VARIANCE_FLOOR = 1e-6
 class StateDependentNoise(nn.Module):
     """gSDE, generalized state-dependent exploration (Raffin, Kober and Stulp 2021, "Smooth Exploration for Robotic
     Reinforcement Learning", as Stable-Baselines3 implements it): the exploration noise is a random linear map of a
-    policy's last hidden features z(s) (taken without gradient),
+    policy's last hidden features z(s) (taken without gradient by PPO and A2C, with it by SAC, as SB3),
 
         eps(s) = z(s) W,   W = sigma * E,  E_kj ~ N(0, 1),   sigma = exp(log sigma), a learned (features x actions) matrix
 

@@ -166,6 +166,7 @@ def test_sde_noise_is_linear_in_the_features_with_the_variance_of_its_log_probab
     obs = torch.tensor([[0.8]])
     mean, features = sac.actor.mean_and_features(obs)
     assert features[0, :3].tolist() == pytest.approx([0.8, 1.6, 0.0]) and features[0, 3:].abs().max() == 0
+    assert features.requires_grad  # SAC's noise shapes the features too (SB3's learn_features=True); PPO's does not
     assert mean[0].tolist() == pytest.approx([0.4, 0.4])
     # sigma_j(s)^2 = sum_k z_k^2 sigma_kj^2 + 1e-6: the third feature is 0, so its large sigma adds nothing
     variance = [0.64 * math.exp(-2.0) + 2.56 * math.exp(-4.0) + 1e-6, 0.64 + 2.56 * math.exp(-1.0) + 1e-6]

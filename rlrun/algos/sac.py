@@ -31,7 +31,7 @@ updates every `train_every` env steps (rlrun.off_policy).
 
 With use_sde=true the policy explores by gSDE (rlrun.networks.StateDependentNoise: Raffin, Kober and Stulp 2021,
 as Stable-Baselines3 implements it for SAC): u = m(s) + z(s) W, W = sigma * E, a random linear map of the
-policy's last hidden features z(s), so that u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2,
+policy's last hidden features z(s), here with their gradient (SB3's learn_features=True for SAC), so that u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2,
 and log pi(a|s) is the formula above with that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While
 acting, each env keeps its E for `sde_sample_every` env steps (default: until the next round of updates,
 rlrun.exploration.HeldNoise); each sample in the losses (a' of the target, a~ of the actor's loss) draws one E
@@ -94,8 +94,8 @@ class StateDependentNoisePolicy(BoundedActor):
         self.sde = StateDependentNoise(mean_head.in_features, mean_head.out_features, log_std_init)
 
     def mean_and_features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.net.trunk(obs)
-        return self.net.heads[0](features).clamp(-SDE_MEAN_LIMIT, SDE_MEAN_LIMIT), features.detach()
+        features = self.net.trunk(obs)  # with their gradient: the noise's scale also shapes the features
+        return self.net.heads[0](features).clamp(-SDE_MEAN_LIMIT, SDE_MEAN_LIMIT), features
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action c + h tanh(m(s))."""
