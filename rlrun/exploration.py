@@ -62,8 +62,8 @@ class HeldNoise:
     first exploring action and held until it is due again: every `every` env steps (summed over the envs), or, with
     every=None, until the algorithm's rollout ends (Stable-Baselines3's sde_sample_freq=-1)."""
 
-    def __init__(self, draw: Callable[[int], torch.Tensor], every: int | None):
-        self.draw, self.every = draw, every
+    def __init__(self, draw: Callable[[int], torch.Tensor], every: int | None, device: torch.device):
+        self.draw, self.every, self.device = draw, every, device
         self.current: torch.Tensor | None = None
 
     def __call__(self, num_envs: int) -> torch.Tensor:
@@ -84,4 +84,4 @@ class HeldNoise:
         return {} if self.current is None else {"noise": self.current.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.current = state["noise"] if "noise" in state else None
+        self.current = state["noise"].to(self.device) if "noise" in state else None  # checkpoints load on the CPU

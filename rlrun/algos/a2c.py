@@ -78,7 +78,8 @@ class A2C(Agent):
         self.encode = ObservationEncoder(observation_space, self.device)
         self.actor_critic = ActorCritic(context.make_net, self.encode.input_shape, action_space, shared_trunk,
                                         log_std_init, orthogonal_init, use_sde).to(self.device)
-        self.exploration = HeldNoise(self.actor_critic.head.sde.draw, sde_sample_every) if use_sde else None
+        self.exploration = (HeldNoise(self.actor_critic.head.sde.draw, sde_sample_every, self.device) if use_sde
+                            else None)
         self.optimizer = make_optimizer(optimizer, self.actor_critic.parameters(), lr, optimizer_eps)
         self.rollout = Rollout(n_steps)
         self.loss = compile_if(compile, self.loss)

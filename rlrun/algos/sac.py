@@ -31,11 +31,12 @@ updates every `train_every` env steps (rlrun.off_policy).
 
 With use_sde=true the policy explores by gSDE (rlrun.networks.StateDependentNoise: Raffin, Kober and Stulp 2021,
 as Stable-Baselines3 implements it for SAC): u = m(s) + z(s) W, W = sigma * E, a random linear map of the
-policy's last hidden features z(s), here with their gradient (SB3's learn_features=True for SAC), so that u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2,
-and log pi(a|s) is the formula above with that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While
-acting, each env keeps its E for `sde_sample_every` env steps (default: until the next round of updates,
-rlrun.exploration.HeldNoise); each sample in the losses (a' of the target, a~ of the actor's loss) draws one E
-for its whole minibatch, as SB3 does. The actor's loss reaches sigma through W (reparameterized).
+policy's last hidden features z(s), here with their gradient (SB3's learn_features=True for SAC), so that
+u ~ N(m(s), sigma(s)^2) with sigma_j(s)^2 = sum_k z_k(s)^2 sigma_kj^2, and log pi(a|s) is the formula above with
+that sigma(s); m(s) is clipped to [-2, 2] (SB3's clip_mean). While acting, each env keeps its E for
+`sde_sample_every` env steps (default: until the next round of updates, rlrun.exploration.HeldNoise); each
+sample in the losses (a' of the target, a~ of the actor's loss) draws one E for its whole minibatch, as SB3
+does. The actor's loss reaches sigma through W (reparameterized).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class SAC(OffPolicyActorCritic):
         if use_sde:
             self.actor = StateDependentNoisePolicy(self.sde_policy_net(make_net), self.low, self.high,
                                                    sde_log_std_init).to(self.device)
-            self.exploration = HeldNoise(self.actor.sde.draw, sde_sample_every or train_every)
+            self.exploration = HeldNoise(self.actor.sde.draw, sde_sample_every or train_every, self.device)
         else:
             self.actor = SquashedGaussianPolicy(make_net(self.obs_dim, (self.action_dim, self.action_dim)),
                                                 self.low, self.high).to(self.device)
