@@ -182,7 +182,10 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     Box actions are clipped to the space's bounds before they reach the env. `wrap`, when given, wraps
     each copy (e.g. in gymnasium's RecordVideo); it must be picklable for async envs. `evaluation` leaves out
     the training-only Atari wrappers (life loss as terminal, reward clipping). `max_episode_steps`, when given,
-    replaces env_cfg.max_episode_steps (an evaluation's own time limit).
+    replaces env_cfg.max_episode_steps (an evaluation's own time limit). With env.normalize_rewards the training
+    envs' rewards are divided by the running standard deviation of their discounted sum (gymnasium's
+    NormalizeReward, with discount env.normalize_rewards_gamma); evaluation envs and info["episode"] keep the
+    env's own rewards.
     """
     vectorization = vectorization or env_cfg.vectorization
     if vectorization not in VECTORIZATIONS:
@@ -198,6 +201,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     if env_cfg.get("normalize_observations"):
         envs = NormalizeObservation(envs, env_cfg.id)
     envs = GameStatistics(envs) if atari else gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if env_cfg.get("normalize_rewards") and not evaluation:  # outside the statistics: episodes keep the env's returns
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=env_cfg.get("normalize_rewards_gamma", 0.99))
     if isinstance(envs.single_action_space, gym.spaces.Box):
         bounded, batched = envs.single_action_space, envs.action_space
         envs = gym.wrappers.vector.ClipAction(envs)
@@ -262,31 +267,52 @@ class NormalizeObservation(gym.vector.VectorWrapper):
         return self.normalize(obs), reward, terminated, truncated, info
 
 
-def observation_normalizer(envs: gym.vector.VectorEnv) -> NormalizeObservation | None:
-    while not isinstance(envs, NormalizeObservation):
+def normalizer(envs: gym.vector.VectorEnv, kind: type[gym.vector.VectorWrapper]) -> Any:
+    """The wrapper of type `kind` around `envs`, or None."""
+    while not isinstance(envs, kind):
         if not isinstance(envs, gym.vector.VectorWrapper):
             return None
         envs = envs.env
     return envs
 
 
+def running_statistics(rms: RunningMeanStd) -> dict[str, Any]:
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
+
+
+def use_running_statistics(rms: RunningMeanStd, statistics: dict[str, Any]) -> None:
+    rms.mean = statistics["mean"].numpy().astype(np.float64)
+    rms.var = statistics["var"].numpy().astype(np.float64)
+    rms.count = statistics["count"]
+
+
 def observation_statistics(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
     """The running mean, variance and count of a normalizing env (None when it does not normalize), for checkpoints."""
-    normalizer = observation_normalizer(envs)
-    if normalizer is None:
-        return None
-    rms = normalizer.obs_rms
-    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
+    found = normalizer(envs, NormalizeObservation)
+    return None if found is None else running_statistics(found.obs_rms)
 
 
 def use_observation_statistics(envs: gym.vector.VectorEnv, statistics: dict[str, Any] | None,
                                freeze: bool = True) -> None:
     """Normalize `envs` with `statistics` (from observation_statistics) from now on: fixed ones to evaluate, or,
     with freeze=False, as the starting point of the running statistics (a resumed training run)."""
-    normalizer = observation_normalizer(envs)
-    if normalizer is None or statistics is None:
+    found = normalizer(envs, NormalizeObservation)
+    if found is None or statistics is None:
         return
-    normalizer.obs_rms.mean = statistics["mean"].numpy().astype(np.float64)
-    normalizer.obs_rms.var = statistics["var"].numpy().astype(np.float64)
-    normalizer.obs_rms.count = statistics["count"]
-    normalizer.update_running_mean = not freeze
+    use_running_statistics(found.obs_rms, statistics)
+    found.update_running_mean = not freeze
+
+
+def reward_statistics(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
+    """The running statistics of the discounted returns that env.normalize_rewards divides the rewards by (None
+    without it), for checkpoints. The returns summed so far are not kept: a checkpoint is written at a sync point,
+    where every env resets, which starts them again at 0."""
+    found = normalizer(envs, gym.wrappers.vector.NormalizeReward)
+    return None if found is None else running_statistics(found.return_rms)
+
+
+def use_reward_statistics(envs: gym.vector.VectorEnv, statistics: dict[str, Any] | None) -> None:
+    """Go on from `statistics` (from reward_statistics): a resumed training run."""
+    found = normalizer(envs, gym.wrappers.vector.NormalizeReward)
+    if found is not None and statistics is not None:
+        use_running_statistics(found.return_rms, statistics)

@@ -39,7 +39,8 @@ RUN_RULES = {
     "checkpoint.every": POSITIVE_INT, "checkpoint.keep": POSITIVE_INT, "checkpoint.save_replay": optional(BOOLEAN),
     "sweep.seeds_per_trial": POSITIVE_INT, "sweep.objective": one_of(("final_return", "early_solve")),
     "sweep.solve_threshold": optional(NUMBER), "env.num_envs": POSITIVE_INT,
-    "env.max_episode_steps": optional(POSITIVE_INT),
+    "env.max_episode_steps": optional(POSITIVE_INT), "env.normalize_rewards": BOOLEAN,
+    "env.normalize_rewards_gamma": UNIT_INTERVAL,
 }
 # what the saved agent, its envs and its random streams were built for: a resume cannot change them
 FIXED_ON_RESUME = ("seed", "algo._target_", "env", "network")

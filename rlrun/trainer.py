@@ -20,7 +20,7 @@ import numpy as np
 
 from rlrun.checkpoint import Checkpointer
 from rlrun.core import Agent, Transition
-from rlrun.envs import observation_statistics, use_observation_statistics
+from rlrun.envs import observation_statistics, reward_statistics, use_observation_statistics, use_reward_statistics
 from rlrun.errors import TrainingDiverged
 from rlrun.recording import Recorder, tag_of
 from rlrun.returns import intervals_passed
@@ -131,13 +131,15 @@ class Trainer:
 
     def checkpoint_parts(self) -> dict[str, Any]:
         return {**asdict(self.progress), "recorder": self.recorder.state_dict(),
-                "observation_statistics": observation_statistics(self.envs)}
+                "observation_statistics": observation_statistics(self.envs),
+                "reward_statistics": reward_statistics(self.envs)}
 
     def restore(self, payload: dict[str, Any]) -> None:
         self.checkpointer.restore(payload)
         self.progress = Progress(**{name: payload[name] for name in Progress.__dataclass_fields__})
         self.recorder.load_state_dict(payload["recorder"])
         use_observation_statistics(self.envs, payload["observation_statistics"], freeze=False)
+        use_reward_statistics(self.envs, payload.get("reward_statistics"))  # absent from checkpoints before it
         log.info("resuming at env step %d from %s", self.progress.env_steps, self.checkpointer.last_path)
 
     def train(self) -> None:

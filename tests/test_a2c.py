@@ -17,7 +17,8 @@ from rlrun import checkpoint
 from rlrun.algos.a2c import A2C
 from rlrun.checkpoint import Checkpointer
 from rlrun.core import Agent, Transition
-from rlrun.envs import make_vector_env, observation_statistics, use_observation_statistics
+from rlrun.envs import (make_vector_env, observation_statistics, reward_statistics, use_observation_statistics,
+                        use_reward_statistics)
 from rlrun.networks import MultiHeadMLP, network
 from rlrun.recording import Recorder
 from rlrun.returns import gae
@@ -229,6 +230,57 @@ def test_normalization_needs_box_observations(tmp_path):
     result = run_rlrun("algo=a2c", "env=FrozenLake-v1", "env.normalize_observations=true", "hydra.run.dir=run",
                        cwd=tmp_path)
     assert result.returncode == 2 and "env.normalize_observations=true needs Box observations" in result.stderr
+
+
+# Reward normalization (env.normalize_rewards, SB3's VecNormalize norm_reward)
+
+def reward_corridor(num_envs: int, length: int, evaluation: bool = False):
+    return make_vector_env(OmegaConf.create({
+        "id": "RlrunTest/Corridor-v0", "num_envs": num_envs, "vectorization": "sync", "kwargs": {"length": length},
+        "max_episode_steps": None, "normalize_rewards": True, "normalize_rewards_gamma": 0.5}), evaluation=evaluation)
+
+
+def test_divides_rewards_by_the_running_std_of_their_discounted_sum():
+    envs = reward_corridor(2, length=10)
+    envs.reset(seed=0)
+    for _ in range(3):
+        _, reward, *_ = envs.step(np.zeros(2, np.int64))
+    # discounted sums so far, reward 1 a step and gamma 0.5: 1, 1.5, 1.75 in each env
+    np.testing.assert_allclose(reward, 1.0 / math.sqrt(np.var([1.0, 1.5, 1.75]) + 1e-8), rtol=1e-3)
+    assert reward_statistics(envs)["count"] == pytest.approx(6, abs=1e-3)
+
+
+def test_episode_returns_and_evaluation_envs_keep_the_env_rewards():
+    envs, eval_envs = reward_corridor(1, length=3), reward_corridor(1, length=3, evaluation=True)
+    envs.reset(seed=0)
+    eval_envs.reset(seed=0)
+    for _ in range(3):
+        _, reward, _, _, info = envs.step(np.zeros(1, np.int64))
+        _, eval_reward, *_ = eval_envs.step(np.zeros(1, np.int64))
+        assert reward[0] != 1.0 and eval_reward[0] == 1.0
+    assert info["_episode"][0] and info["episode"]["r"][0] == 3.0
+    assert reward_statistics(eval_envs) is None
+
+
+def test_reward_statistics_survive_a_checkpoint_round_trip(tmp_path):
+    envs = reward_corridor(2, length=4)
+    envs.reset(seed=0)
+    for _ in range(5):
+        envs.step(np.zeros(2, np.int64))
+    checkpoint.save(tmp_path / "stats.pt", {"reward_statistics": reward_statistics(envs)})
+    fresh = reward_corridor(2, length=4)
+    use_reward_statistics(fresh, checkpoint.load(tmp_path / "stats.pt")["reward_statistics"])
+    envs.reset(seed=1)
+    fresh.reset(seed=1)
+    for _ in range(3):  # the same divisor, updated the same way
+        np.testing.assert_array_equal(envs.step(np.zeros(2, np.int64))[1], fresh.step(np.zeros(2, np.int64))[1])
+
+
+def test_reward_normalization_discount_must_be_in_the_unit_interval(tmp_path):
+    result = run_rlrun("algo=a2c", "env=CartPole-v1", "env.normalize_rewards=true", "env.normalize_rewards_gamma=1.5",
+                       "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 2 and "env.normalize_rewards_gamma=1.5" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a2c_learns_cartpole(tmp_path):

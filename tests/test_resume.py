@@ -40,6 +40,7 @@ ALGOS = sorted(path.stem for path in packaged_configs("algo") if path.stem != "s
 # its run's overrides)
 VARIANTS = {
     "sac-gsde": ("sac", [*RUNS["sac"], "algo.use_sde=true", "algo.sde_sample_every=300"]),
+    "a2c-normalized-rewards": ("a2c", [*RUNS["a2c"], "env.normalize_rewards=true"]),
     "ppo-gsde": ("ppo", [*stoppable("Pendulum-v1"), "total_steps=3000", "checkpoint.every=1000", "eval.every=1000",
                          "algo.use_sde=true", "algo.n_steps=64", "algo.num_minibatches=4", "algo.sde_sample_every=48"]),
 }
