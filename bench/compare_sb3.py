@@ -95,7 +95,8 @@ def run_rlrun(algo: str, env_id: str, seed: int, workdir: Path, system: str = "r
 
 
 def zoo_hyperparams(algo: str, env_id: str) -> dict:
-    """rl-zoo3's tuned hyperparameters for algo on env_id, as keyword arguments of the SB3 class."""
+    """rl-zoo3's tuned hyperparameters for algo on env_id, as keyword arguments of the SB3 class, and its
+    `normalize` entry (VecNormalize's settings; popped by run_sb3)."""
     from rl_zoo3.utils import linear_schedule
     from torch import nn
 
@@ -106,11 +107,19 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict:
             params[key] = linear_schedule(float(value[4:]))
     if isinstance(params.get("policy_kwargs"), str):
         params["policy_kwargs"] = eval(params["policy_kwargs"], {"dict": dict, "nn": nn})  # the zoo's format
-    if params.pop("normalize", False):
-        raise NotImplementedError(f"rl-zoo3 normalizes {env_id} for {algo}; this bench does not wrap VecNormalize")
     if "noise_type" in params:  # the zoo's keys for the action noise of DDPG, TD3 and SAC
         params["action_noise"] = action_noise(params.pop("noise_type"), params.pop("noise_std"), env_id)
     return params
+
+
+def vec_normalize_settings(normalize: bool | str, params: dict) -> dict | None:
+    """VecNormalize's keyword arguments from rl-zoo3's `normalize` entry (true, or a dict written as a string),
+    with the discount of the normalized returns set to the algorithm's gamma, as rl-zoo3's ExperimentManager does;
+    None where the entry asks for no normalization."""
+    if not normalize:
+        return None
+    settings = eval(normalize, {}) if isinstance(normalize, str) else {}  # the zoo's format
+    return {**settings, **({"gamma": params["gamma"]} if "gamma" in params else {})}
 
 
 def action_noise(noise_type: str, std: float, env_id: str):
@@ -128,12 +137,17 @@ def run_sb3(algo: str, env_id: str, seed: int, max_steps: int | None = None) -> 
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
     params = zoo_hyperparams(algo, env_id)
     total_steps, num_envs = int(params.pop("n_timesteps")), int(params.pop("n_envs", 1))
     total_steps = min(total_steps, max_steps or total_steps)
     envs = make_vec_env(env_id, n_envs=num_envs, seed=seed)
     eval_envs = make_vec_env(env_id, n_envs=EVAL_EPISODES, seed=seed + 10_000)
+    normalize = vec_normalize_settings(params.pop("normalize", False), params)
+    if normalize is not None:  # as rl-zoo3 does: train on VecNormalize, evaluate with its frozen statistics
+        envs = VecNormalize(envs, **normalize)
+        eval_envs = VecNormalize(eval_envs, training=False, norm_obs=normalize.get("norm_obs", True), norm_reward=False)
     model = getattr(stable_baselines3, algo.upper())(env=envs, seed=seed, device="cpu", **params)
 
     class Evaluate(BaseCallback):
@@ -143,6 +157,8 @@ def run_sb3(algo: str, env_id: str, seed: int, max_steps: int | None = None) -> 
 
         def evaluate(self):
             began = time.perf_counter()
+            if normalize is not None:
+                sync_envs_normalization(envs, eval_envs)
             returns, _ = evaluate_policy(self.model, eval_envs, n_eval_episodes=EVAL_EPISODES, deterministic=True,
                                          return_episode_rewards=True)
             self.eval_seconds += time.perf_counter() - began

@@ -8,6 +8,8 @@ their own files.
 - Update rounds counted in env steps summed over all envs: `gradient_steps` updates (`update`, one minibatch
   drawn uniformly from the buffer each) for every multiple of `train_every` passed (rlrun.returns.intervals_passed),
   once `learning_starts` env steps have passed and the buffer holds a minibatch.
+- With lr_schedule=linear, every optimizer's learning rate decays linearly to 0 over the run's total_steps (set
+  before each update round, as Stable-Baselines3's schedules for these algorithms).
 - The checkpointed state: the `state_dict` of each attribute named in `checkpointed`, the step counters and the
   minibatch generator.
 """
@@ -30,6 +32,7 @@ from rlrun.errors import ConfigError
 from rlrun.exploration import NOISE_TYPES, ActionNoise
 from rlrun.networks import BoundedActor, ObservationEncoder, compile_if, finite_bounds, frozen, target_copy
 from rlrun.returns import intervals_passed, replay_ratio_warning
+from rlrun.schedules import LR_SCHEDULES, LearningRateSchedule
 from rlrun.validation import (BOOLEAN, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
                               batch_fits_in_buffer, one_of)
 
@@ -49,14 +52,14 @@ class OffPolicyActorCritic(Agent):
     shared_rules: ClassVar = {
         "gamma": UNIT_INTERVAL, "buffer_size": POSITIVE_INT, "batch_size": POSITIVE_INT,
         "learning_starts": NON_NEGATIVE_INT, "train_every": POSITIVE_INT, "gradient_steps": POSITIVE_INT,
-        "tau": UNIT_INTERVAL, "compile": BOOLEAN}
+        "tau": UNIT_INTERVAL, "lr_schedule": one_of(LR_SCHEDULES), "compile": BOOLEAN}
     config_checks = (batch_fits_in_buffer,)
     config_warnings = (replay_ratio_warning,)
     checkpointed: ClassVar[tuple[str, ...]]  # attributes whose state_dict goes into the checkpoint
 
     def __init__(self, algo_name: str, observation_space: gym.Space, action_space: gym.spaces.Box,
                  context: RunContext, gamma: float, buffer_size: int, batch_size: int, learning_starts: int,
-                 train_every: int, gradient_steps: int, tau: float, compile: bool):
+                 train_every: int, gradient_steps: int, tau: float, lr_schedule: str, compile: bool):
         low, high = finite_bounds(algo_name, action_space)
         self.device = context.device
         self.gamma = gamma
@@ -65,6 +68,7 @@ class OffPolicyActorCritic(Agent):
         self.train_every = train_every
         self.gradient_steps = gradient_steps
         self.tau = tau
+        self.lr_schedule = LearningRateSchedule(lr_schedule, context.total_steps)
         self.env_steps = 0
         self.updates = 0  # gradient steps taken
 
@@ -126,12 +130,19 @@ class OffPolicyActorCritic(Agent):
         rounds = intervals_passed(before, self.env_steps, self.train_every)
         if self.env_steps < self.learning_starts or rounds == 0 or len(self.replay_buffer) < self.batch_size:
             return {}
+        learning_rates = [self.lr_schedule.apply(optimizer, self.env_steps) for optimizer in self.optimizers()]
         metrics: dict[str, list[torch.Tensor]] = {}
         for _ in range(rounds * self.gradient_steps):
             self.updates += 1
             for name, value in self.update(self.minibatch()).items():
                 metrics.setdefault(name, []).append(value)
-        return {name: torch.stack(values).mean().item() for name, values in metrics.items()}
+        return {**{name: torch.stack(values).mean().item() for name, values in metrics.items()},
+                "charts/learning_rate": learning_rates[0]}
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The checkpointed optimizers, the actor's first."""
+        return [getattr(self, name) for name in self.checkpointed
+                if isinstance(getattr(self, name), torch.optim.Optimizer)]
 
     def minibatch(self) -> Minibatch:
         rows = {key: torch.as_tensor(value, device=self.device)
@@ -166,9 +177,10 @@ class DeterministicActorCritic(OffPolicyActorCritic):
     def __init__(self, algo_name: str, observation_space: gym.Space, action_space: gym.spaces.Box,
                  context: RunContext, gamma: float, actor_lr: float, critic_lr: float, buffer_size: int,
                  batch_size: int, learning_starts: int, train_every: int, gradient_steps: int, tau: float,
-                 noise_type: str, exploration_noise: float, ou_theta: float, ou_dt: float, compile: bool):
+                 noise_type: str, exploration_noise: float, ou_theta: float, ou_dt: float, lr_schedule: str,
+                 compile: bool):
         super().__init__(algo_name, observation_space, action_space, context, gamma, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau, compile)
+                         learning_starts, train_every, gradient_steps, tau, lr_schedule, compile)
         make_net = context.make_net
         self.actor = BoundedActor(make_net(self.obs_dim, self.action_dim), self.low, self.high).to(self.device)
         self.critic = self.make_critic(make_net).to(self.device)

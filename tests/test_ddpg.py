@@ -59,7 +59,7 @@ def test_learn_step_reports_the_critic_mse_to_the_target():
     # Q(0, 2) = 4.5, y = 4.773188: (Q - y)^2 = 0.074632; the actor loss uses the critic after its step
     assert metrics["q_values"] == pytest.approx(4.5)
     assert metrics["critic_loss"] == pytest.approx((4.5 - 4.773188) ** 2, abs=1e-5)
-    assert set(metrics) == {"critic_loss", "q_values", "actor_loss"}
+    assert set(metrics) == {"critic_loss", "q_values", "actor_loss", "charts/learning_rate"}
 
 
 def test_polyak_update_moves_the_targets_tau_of_the_way():

@@ -48,6 +48,24 @@ def test_updates_are_counted_in_env_steps_over_all_envs(name):
     assert counts == [0, 6, 12, 18]  # from 8 env steps on: 2 rounds of train_every = 2 per vector step, 3 updates each
 
 
+@pytest.mark.parametrize("name", ALGOS)
+def test_linear_lr_schedule_decays_every_optimizer_to_zero_over_the_budget(name):
+    def learner(schedule):
+        return ALGOS[name](OBS_SPACE, gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                           context(lambda i, o: network(i, o, hidden_sizes=[8]), total_steps=10), gamma=0.5,
+                           learning_starts=0, batch_size=1, buffer_size=100, lr_schedule=schedule)
+    decaying, constant = learner("linear"), learner("constant")
+    initial = [optimizer.param_groups[0]["lr"] for optimizer in decaying.optimizers()]
+    assert len(initial) == (3 if name == "sac" else 2)  # SAC's temperature decays with the actor and the critics
+    for _ in range(4):  # 4 of the 10 env steps
+        metrics = decaying.observe(transition([0.5], [1.0], [1.0], [0.7]))
+        constant.observe(transition([0.5], [1.0], [1.0], [0.7]))
+    assert [optimizer.param_groups[0]["lr"] for optimizer in decaying.optimizers()] == pytest.approx(
+        [0.6 * lr for lr in initial])
+    assert metrics["charts/learning_rate"] == pytest.approx(0.6 * initial[0])  # the actor's
+    assert [optimizer.param_groups[0]["lr"] for optimizer in constant.optimizers()] == initial
+
+
 def assert_same_state(restored, original) -> None:
     """Nested state dicts with equal tensors and values."""
     if isinstance(original, dict):
@@ -61,7 +79,8 @@ def assert_same_state(restored, original) -> None:
 
 
 @pytest.mark.parametrize("name, settings", [("ddpg", {"noise_type": "ou"}), ("td3", {"noise_type": "ou"}),
-                                            ("sac", {}), ("sac", {"use_sde": True, "sde_sample_every": 10})])
+                                            ("sac", {}), ("sac", {"use_sde": True, "sde_sample_every": 10}),
+                                            ("sac", {"lr_schedule": "linear"})])
 def test_state_dict_round_trip(tmp_path, name, settings):
     learner = agent(name, gym.spaces.Box(-1.0, 1.0, (1,), np.float32), **settings)
     for _ in range(3):

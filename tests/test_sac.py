@@ -121,7 +121,8 @@ def test_temperature_rises_while_the_entropy_is_below_the_target(log_prob, alpha
 def test_update_reports_the_losses_the_temperature_and_the_entropy():
     sac = agent(alpha=0.5)
     metrics = sac.observe(transition([0.0], [2.0], [1.0], [2.0]))
-    assert set(metrics) == {"critic_loss", "actor_loss", "alpha", "alpha_loss", "entropy", "q_values"}
+    assert set(metrics) == {"critic_loss", "actor_loss", "alpha", "alpha_loss", "entropy", "q_values",
+                            "charts/learning_rate"}
     assert metrics["alpha"] == pytest.approx(0.5)  # the temperature this update used; it moves after
     assert metrics["q_values"] == pytest.approx(4.5)  # Q_1(0, 2) = 0 + 4 + 0.5
     assert sac.temperature().item() != pytest.approx(0.5)

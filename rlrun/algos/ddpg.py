@@ -47,10 +47,10 @@ class DDPG(DeterministicActorCritic):
                  gamma: float = 0.99, actor_lr: float = 1e-3, critic_lr: float = 1e-3, buffer_size: int = 1_000_000,
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
-                 ou_theta: float = 0.15, ou_dt: float = 0.01, compile: bool = False):
+                 ou_theta: float = 0.15, ou_dt: float = 0.01, lr_schedule: str = "constant", compile: bool = False):
         super().__init__("ddpg", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
                          batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
-                         ou_theta, ou_dt, compile)
+                         ou_theta, ou_dt, lr_schedule, compile)
 
     def make_critic(self, make_net: Callable[..., nn.Module]) -> Critic:
         return Critic(make_net(self.obs_dim + self.action_dim, 1))

@@ -131,9 +131,10 @@ class SAC(OffPolicyActorCritic):
                  buffer_size: int = 1_000_000, batch_size: int = 256, learning_starts: int = 100,
                  train_every: int = 1, gradient_steps: int = 1, tau: float = 0.005, alpha: float = 1.0,
                  autotune: bool = True, target_entropy: float | None = None, use_sde: bool = False,
-                 sde_sample_every: int | None = None, sde_log_std_init: float = -3.0, compile: bool = False):
+                 sde_sample_every: int | None = None, sde_log_std_init: float = -3.0, lr_schedule: str = "constant",
+                 compile: bool = False):
         super().__init__("sac", observation_space, action_space, context, gamma, buffer_size, batch_size,
-                         learning_starts, train_every, gradient_steps, tau, compile)
+                         learning_starts, train_every, gradient_steps, tau, lr_schedule, compile)
         make_net = context.make_net
         self.use_sde = use_sde
         if use_sde:

@@ -51,10 +51,10 @@ class TD3(DeterministicActorCritic):
                  batch_size: int = 256, learning_starts: int = 10_000, train_every: int = 1, gradient_steps: int = 1,
                  tau: float = 0.005, noise_type: str = "gaussian", exploration_noise: float = 0.1,
                  ou_theta: float = 0.15, ou_dt: float = 0.01, policy_delay: int = 2, target_noise: float = 0.2,
-                 target_noise_clip: float = 0.5, compile: bool = False):
+                 target_noise_clip: float = 0.5, lr_schedule: str = "constant", compile: bool = False):
         super().__init__("td3", observation_space, action_space, context, gamma, actor_lr, critic_lr, buffer_size,
                          batch_size, learning_starts, train_every, gradient_steps, tau, noise_type, exploration_noise,
-                         ou_theta, ou_dt, compile)
+                         ou_theta, ou_dt, lr_schedule, compile)
         self.policy_delay = policy_delay
         self.target_noise = target_noise
         self.target_noise_clip = target_noise_clip
