@@ -12,7 +12,8 @@ Run it in an environment with the `bench` extra (`pip install -e ".[bench]"`):
 
 Both systems use the same evaluation protocol: 10 deterministic episodes, side by side on 10 envs,
 every 5,000 env steps and at the end. rlrun runs its `rlrun` command with the tuned preset; SB3 runs
-with the hyperparameters read from rl-zoo3's hyperparams/<algo>.yml. Printed per system and algo
+with the hyperparameters read from rl-zoo3's hyperparams/<algo>.yml (on VecNormalize where the zoo normalizes,
+evaluated with the training statistics frozen). Printed per system and algo
 (median over seeds): env steps and wall seconds (training plus evaluations, from the start of
 training) to the first evaluation >= the threshold, the final evaluation return, and training
 steps per second (evaluations excluded). For A2C it also measures, right after each run in the same
