@@ -184,7 +184,7 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     the training-only Atari wrappers (life loss as terminal, reward clipping). `max_episode_steps`, when given,
     replaces env_cfg.max_episode_steps (an evaluation's own time limit). With env.normalize_rewards the training
     envs' rewards are divided by the running standard deviation of their discounted sum (gymnasium's
-    NormalizeReward, with discount env.normalize_rewards_gamma); evaluation envs and info["episode"] keep the
+    NormalizeReward, with discount env.normalize_rewards_gamma, 0.99 when null); evaluation envs and info["episode"] keep the
     env's own rewards.
     """
     vectorization = vectorization or env_cfg.vectorization
@@ -202,7 +202,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
         envs = NormalizeObservation(envs, env_cfg.id)
     envs = GameStatistics(envs) if atari else gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if env_cfg.get("normalize_rewards") and not evaluation:  # outside the statistics: episodes keep the env's returns
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=env_cfg.get("normalize_rewards_gamma", 0.99))
+        gamma = env_cfg.get("normalize_rewards_gamma")
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=0.99 if gamma is None else gamma)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         bounded, batched = envs.single_action_space, envs.action_space
         envs = gym.wrappers.vector.ClipAction(envs)

@@ -40,7 +40,7 @@ RUN_RULES = {
     "sweep.seeds_per_trial": POSITIVE_INT, "sweep.objective": one_of(("final_return", "early_solve")),
     "sweep.solve_threshold": optional(NUMBER), "env.num_envs": POSITIVE_INT,
     "env.max_episode_steps": optional(POSITIVE_INT), "env.normalize_rewards": BOOLEAN,
-    "env.normalize_rewards_gamma": UNIT_INTERVAL,
+    "env.normalize_rewards_gamma": optional(UNIT_INTERVAL),
 }
 # what the saved agent, its envs and its random streams were built for: a resume cannot change them
 FIXED_ON_RESUME = ("seed", "algo._target_", "env", "network")
@@ -328,10 +328,13 @@ def previous_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]
 
 def fixed_key_changed(saved: dict[str, Any], config: dict[str, Any]) -> str | None:
     """The first key of FIXED_ON_RESUME (or below one) whose value differs between a checkpoint's config and a
-    run's, None when the agent, its envs and seeds are the same."""
+    run's, None when the agent, its envs and seeds are the same. A key the checkpoint's config lacks is the same
+    where the run leaves it off (false or null): an option rlrun gained after the checkpoint was written, at the
+    default that keeps the behaviour the checkpoint was trained with."""
     from rlrun.checkpoint import changed_keys
 
-    changed = changed_keys(saved, config)
+    changed = [key for key in changed_keys(saved, config)
+               if not (lacks(saved, key) and (value_at(config, key) is None or value_at(config, key) is False))]
     return next((key for name in FIXED_ON_RESUME for key in changed if key == name or key.startswith(f"{name}.")),
                 None)
 
@@ -349,6 +352,15 @@ def record_overrides(run_dir: Path) -> None:
     overrides = list(HydraConfig.get().overrides.task)
     if overrides != list(OmegaConf.load(path)):
         write_text(path, OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+def lacks(config: dict[str, Any], key: str) -> bool:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False
 
 
 def value_at(config: dict[str, Any], key: str) -> Any:

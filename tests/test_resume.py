@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import RLRUN, assert_one_line_error, killed_at, read_summary, run_rlrun, snapshot, stoppable
+from rlrun import checkpoint
 from rlrun.checks import packaged_configs
 
 RLRUN_EVAL = str(Path(sys.executable).parent / "rlrun-eval")
@@ -108,6 +109,23 @@ def copy_of(run: Path, destination: Path) -> Path:
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_a_checkpoint_from_before_an_env_option_resumes_while_the_option_is_off(finished_run, tmp_path):
+    run = copy_of(finished_run, tmp_path / "run")
+    for file in ("best.pt", "last.pt"):  # as an rlrun before env.normalize_rewards wrote them
+        payload = checkpoint.load(run / "checkpoints" / file)
+        del payload["config"]["env"]["normalize_rewards"], payload["config"]["env"]["normalize_rewards_gamma"]
+        checkpoint.save(run / "checkpoints" / file, payload)
+    before = snapshot(run)
+    switched_on = run_rlrun("resume=run", "total_steps=3000", "env.normalize_rewards=true", cwd=tmp_path)
+    assert_one_line_error(switched_on, "env.normalize_rewards=None, and this run sets env.normalize_rewards=True")
+    assert snapshot(run) == before
+
+    assert run_rlrun("run", command="rlrun-eval", cwd=tmp_path).returncode == 0
+    resumed = run_rlrun("resume=run", "total_steps=3000", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_summary(run)["env_steps"] == 3000
 
 
 @pytest.mark.parametrize("damage, message", [
