@@ -184,8 +184,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, vectorization: st
     the training-only Atari wrappers (life loss as terminal, reward clipping). `max_episode_steps`, when given,
     replaces env_cfg.max_episode_steps (an evaluation's own time limit). With env.normalize_rewards the training
     envs' rewards are divided by the running standard deviation of their discounted sum (gymnasium's
-    NormalizeReward, with discount env.normalize_rewards_gamma, 0.99 when null); evaluation envs and info["episode"] keep the
-    env's own rewards.
+    NormalizeReward, with discount env.normalize_rewards_gamma, 0.99 when null); evaluation envs and
+    info["episode"] keep the env's own rewards.
     """
     vectorization = vectorization or env_cfg.vectorization
     if vectorization not in VECTORIZATIONS:
